@@ -1,0 +1,1 @@
+"""Training profile, per-feature range checks and the automatic outlier detector."""

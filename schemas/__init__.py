@@ -1,0 +1,1 @@
+"""Prediction events and the records oddwatch derives from them."""

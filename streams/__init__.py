@@ -1,0 +1,1 @@
+"""Streaming side of oddwatch: Faust app, agents, ClickHouse storage and the CLI."""
