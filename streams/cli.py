@@ -1,0 +1,262 @@
+"""The ``oddwatch`` command line."""
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streams.errors import OddwatchError
+from streams.settings import Settings
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("oddwatch")
+
+app = typer.Typer(
+    name="oddwatch",
+    help="Watch prediction events on Kafka for requests unlike the training data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+KafkaOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Kafka bootstrap servers, host:port[,host:port]. [env: ODDWATCH_KAFKA]"
+    ),
+]
+ClickHouseOption = Annotated[
+    str | None,
+    typer.Option(
+        help="chdb://DIR (embedded engine) or http(s)://host:port[/db]. "
+        "[env: ODDWATCH_CLICKHOUSE]"
+    ),
+]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(help="Directory of model artifacts. [env: ODDWATCH_STORE]"),
+]
+TopicPrefixOption = Annotated[
+    str | None,
+    typer.Option(help="Prefix of oddwatch's topic names. [env: ODDWATCH_TOPIC_PREFIX]"),
+]
+ModelOption = Annotated[str, typer.Option(help="Model name.")]
+VersionOption = Annotated[int, typer.Option(min=1, help="Model version, 1 or more.")]
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        exists=True, dir_okay=False, readable=True, help="CSV or Parquet file."
+    ),
+]
+
+
+@app.command()
+def train(
+    model: ModelOption,
+    version: VersionOption,
+    data: DataOption,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Column that is the model's label, not a feature. Repeatable."
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="Column to leave out of the profile. Repeatable."),
+    ] = None,
+    alert_rate: Annotated[
+        float,
+        typer.Option(min=0.0001, max=0.5, help="Share of normal events to alert on."),
+    ] = 0.01,
+    seed: Annotated[int, typer.Option(help="Random seed of the detector.")] = 0,
+    store: StoreOption = None,
+) -> None:
+    """Profile training data, fit the outlier detector and save the model version."""
+    from detectors import read_table, train_model
+
+    settings = Settings.from_env(store=store)
+    frame = read_table(data)
+    model_version = train_model(
+        frame,
+        model=model,
+        version=version,
+        target=target or [],
+        exclude=exclude or [],
+        target_alert_rate=alert_rate,
+        seed=seed,
+    )
+    path = model_version.save(settings.store)
+    typer.echo(
+        f"trained {model} version {version} on {len(frame)} rows, "
+        f"{len(model_version.profile.features)} features, "
+        f"threshold {model_version.threshold:.6g}; saved to {path}"
+    )
+
+
+@app.command()
+def score(
+    model: ModelOption,
+    version: VersionOption,
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="Output file, .csv or .parquet.")],
+    learn: Annotated[
+        bool,
+        typer.Option(help="Learn from the inliers while scoring, as the stream does."),
+    ] = True,
+    store: StoreOption = None,
+) -> None:
+    """Score a file offline with the stream's code; one output row per input row."""
+    from detectors import load_model, read_table
+
+    settings = Settings.from_env(store=store)
+    model_version = load_model(settings.store, model, version)
+    result = model_version.score_frame(read_table(data), learn=learn)
+    if out.suffix == ".parquet":
+        result.to_parquet(out, index=False)
+    else:
+        result.to_csv(out, index=False)
+    outliers = int(result["is_outlier"].sum())
+    typer.echo(f"scored {len(result)} rows, {outliers} outliers; wrote {out}")
+
+
+@app.command()
+def worker(
+    kafka: KafkaOption = None,
+    clickhouse: ClickHouseOption = None,
+    store: StoreOption = None,
+    topic_prefix: TopicPrefixOption = None,
+    group: Annotated[
+        str | None, typer.Option(help="Kafka consumer group. [env: ODDWATCH_GROUP]")
+    ] = None,
+    block_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Most events processed at once. [env: ODDWATCH_BLOCK_SIZE]"
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug, info, warning or error.")
+    ] = None,
+) -> None:
+    """Consume prediction events, check and score them, and write them to ClickHouse."""
+    from streams.worker import run_worker
+
+    settings = Settings.from_env(
+        kafka=kafka,
+        clickhouse=clickhouse,
+        store=store,
+        topic_prefix=topic_prefix,
+        group=group,
+        block_size=block_size,
+        log_level=log_level,
+    )
+    run_worker(settings)
+
+
+@app.command()
+def replay(
+    model: ModelOption,
+    version: VersionOption,
+    data: DataOption,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Column not sent as a feature, such as the label. Repeatable."
+        ),
+    ] = None,
+    prediction: Annotated[
+        list[str] | None,
+        typer.Option(help="Column sent in the event's prediction object. Repeatable."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Events per second; as fast as possible if unset."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Send at most this many rows.")
+    ] = None,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
+) -> None:
+    """Produce the rows of a file to the predictions topic as prediction events."""
+    from detectors import read_table
+    from streams.replay import replay_frame
+
+    settings = Settings.from_env(kafka=kafka, topic_prefix=topic_prefix)
+    frame = read_table(data)
+    if limit is not None:
+        frame = frame.head(limit)
+    sent = replay_frame(
+        frame,
+        settings,
+        model=model,
+        version=version,
+        exclude=exclude or [],
+        prediction_columns=prediction or [],
+        rate=rate,
+    )
+    typer.echo(f"sent {sent} events to {settings.topic('predictions')}")
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str, typer.Argument(help="SQL to run, e.g. 'SELECT count() FROM events'.")
+    ],
+    output_format: Annotated[
+        str, typer.Option("--format", help="table, csv or json.")
+    ] = "table",
+    clickhouse: ClickHouseOption = None,
+) -> None:
+    """Run SQL against oddwatch's ClickHouse database and print the result."""
+    from streams.storage import Storage
+
+    settings = Settings.from_env(clickhouse=clickhouse)
+    with Storage.connect(settings.clickhouse) as storage:
+        frame = storage.query_frame(query)
+    if output_format == "csv":
+        typer.echo(frame.to_csv(index=False), nl=False)
+    elif output_format == "json":
+        typer.echo(
+            frame.to_json(orient="records", lines=True, date_format="iso"), nl=False
+        )
+    elif output_format == "table":
+        typer.echo(frame.to_string(index=False) if len(frame) else "(no rows)")
+    else:
+        raise OddwatchError(
+            f"--format {output_format!r} is invalid; expected table, csv or json"
+        )
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Folder with adult.data.gz and adult.test.gz.",
+        ),
+    ] = Path("deploy/demo/data"),
+    kafka: KafkaOption = None,
+) -> None:
+    """Train on UCI Adult, stream its test file through a worker, query ClickHouse."""
+    from streams.demo import run_demo
+
+    run_demo(Settings.from_env(kafka=kafka), data_dir)
+
+
+def main() -> None:
+    """Run the command line; print oddwatch's own errors without a traceback."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        app()
+    except OddwatchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)

@@ -1,0 +1,141 @@
+"""One frozen settings object, read from flags and ``ODDWATCH_*`` variables.
+
+The environment is read here and nowhere else. Flags given on the command line
+win over environment variables, which win over the defaults.
+"""
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from streams.errors import ConfigError
+
+__all__ = ["Settings", "mask_url"]
+
+ENV_PREFIX = "ODDWATCH_"
+_TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where oddwatch finds Kafka, ClickHouse and the model store, and how it batches.
+
+    Each field can be set by the environment variable ``ODDWATCH_<FIELD>``
+    (upper case), for example ``ODDWATCH_KAFKA=broker:9092``.
+    """
+
+    kafka: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, ``host:port`` separated by commas."""
+
+    clickhouse: str = "chdb://.oddwatch/clickhouse"
+    """``chdb://DIR`` for the embedded engine, or ``http(s)://[user:pass@]host:port[/db]``."""
+
+    store: Path = Path(".oddwatch/models")
+    """Directory of model artifacts written by ``oddwatch train``."""
+
+    home: Path = Path(".oddwatch")
+    """Directory for the worker's local state (Faust data, detector snapshots)."""
+
+    topic_prefix: str = "oddwatch."
+    group: str = "oddwatch"
+    """Kafka consumer group and Faust application id of the workers."""
+
+    partitions: int = 1
+    """Partitions of the topics the workers create."""
+
+    block_size: int = 1000
+    """Largest number of events taken from Kafka and written to ClickHouse at once."""
+
+    block_timeout: float = 0.5
+    """Seconds to wait for a block to fill before processing what has arrived."""
+
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``) and overrides.
+
+        Overrides whose value is ``None`` are ignored, so unset command-line
+        flags fall through to the environment.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + spec.name.upper())
+            if raw is not None and raw != "":
+                values[spec.name] = _convert(spec.name, spec.type, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid setting."""
+        if not self.kafka.strip():
+            raise ConfigError("ODDWATCH_KAFKA is empty; expected host:port[,host:port]")
+        if not _TOPIC_PREFIX_PATTERN.match(self.topic_prefix):
+            raise ConfigError(
+                f"topic prefix {self.topic_prefix!r} is invalid; Kafka topic names "
+                "allow only letters, digits, '.', '_' and '-'"
+            )
+        if self.block_size < 1:
+            raise ConfigError(f"block_size must be at least 1, got {self.block_size}")
+        if self.block_timeout <= 0:
+            raise ConfigError(
+                f"block_timeout must be more than 0 seconds, got {self.block_timeout}"
+            )
+        if not self.clickhouse.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(
+                f"ODDWATCH_CLICKHOUSE {mask_url(self.clickhouse)!r} is not supported; "
+                "expected chdb://DIR or http(s)://host:port"
+            )
+
+    def topic(self, name: str) -> str:
+        """Return the full name of one of oddwatch's topics, e.g. ``predictions``."""
+        return self.topic_prefix + name
+
+    def describe(self) -> str:
+        """Return the settings as one line, with passwords masked."""
+        return (
+            f"kafka={self.kafka} clickhouse={mask_url(self.clickhouse)} "
+            f"store={self.store} group={self.group} topic_prefix={self.topic_prefix}"
+        )
+
+
+def mask_url(url: str) -> str:
+    """Replace the password in a URL with ``***``.
+
+    >>> mask_url("http://alice:secret@db:8123/oddwatch")
+    'http://alice:***@db:8123/oddwatch'
+    >>> mask_url("chdb://.oddwatch/clickhouse")
+    'chdb://.oddwatch/clickhouse'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _convert(name: str, annotation: object, raw: str) -> object:
+    variable = ENV_PREFIX + name.upper()
+    try:
+        if annotation in (int, "int"):
+            return int(raw)
+        if annotation in (float, "float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{variable}={raw!r} is invalid; expected a number") from None
+    if annotation in (Path, "Path"):
+        return Path(raw)
+    return raw
