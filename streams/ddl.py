@@ -94,6 +94,7 @@ def render_schema() -> str:
         "-- and for creating the tables by hand on a ClickHouse server.",
         "",
         "CREATE DATABASE IF NOT EXISTS oddwatch;",
+        "USE oddwatch;",
         "",
     ]
     for number, title, statements in MIGRATIONS:
