@@ -1,1 +1,58 @@
 """Training profile, per-feature range checks and the automatic outlier detector."""
+
+from .auto_od import AutoOutlierDetector
+from .checks import BlockCheck, check_block, check_record
+from .errors import (
+    ArtifactCorruptError,
+    ArtifactError,
+    ArtifactFormatError,
+    ArtifactMissingError,
+    ChecksumMismatchError,
+    DetectorError,
+    EmptyTrainingDataError,
+    InfiniteValuesError,
+    InvalidKindError,
+    MixedTypesError,
+    TableReadError,
+    TrainingDataError,
+    UnknownColumnError,
+)
+from .forest import ForestScorer
+from .halfspace import HalfSpaceScorer
+from .model import ModelVersion, load_model, train_model
+from .profile import FeatureKind, FeatureProfile, Profile, build_profile
+from .status import Status
+from .tables import read_table
+from .tails import TailScorer
+
+__all__ = [
+    "ArtifactCorruptError",
+    "ArtifactError",
+    "ArtifactFormatError",
+    "ArtifactMissingError",
+    "AutoOutlierDetector",
+    "BlockCheck",
+    "ChecksumMismatchError",
+    "DetectorError",
+    "EmptyTrainingDataError",
+    "FeatureKind",
+    "FeatureProfile",
+    "ForestScorer",
+    "HalfSpaceScorer",
+    "InfiniteValuesError",
+    "InvalidKindError",
+    "MixedTypesError",
+    "ModelVersion",
+    "Profile",
+    "Status",
+    "TableReadError",
+    "TailScorer",
+    "TrainingDataError",
+    "UnknownColumnError",
+    "build_profile",
+    "check_block",
+    "check_record",
+    "load_model",
+    "read_table",
+    "train_model",
+]

@@ -83,6 +83,17 @@ class BlockCheck:
     def __len__(self) -> int:
         return len(self.extra)
 
+    def take(self, rows: np.ndarray) -> BlockCheck:
+        """Return the check of the given rows (positions or a boolean mask)."""
+        positions = np.arange(len(self))[rows]
+        return BlockCheck(
+            self.profile,
+            {name: codes[positions] for name, codes in self.codes.items()},
+            {name: values[positions] for name, values in self.numbers.items()},
+            {name: keys[positions] for name, keys in self.keys.items()},
+            [self.extra[position] for position in positions],
+        )
+
     @property
     def statuses(self) -> pd.DataFrame:
         """One row per event, one column per profile feature, Status values."""

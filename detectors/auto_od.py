@@ -1,0 +1,183 @@
+"""The automatic outlier detector, ``auto_od``: three scorers, one threshold.
+
+Two scorers are fitted once on the training rows, a per-feature tail scorer
+(:class:`TailScorer`) and an Isolation Forest (:class:`ForestScorer`); the
+third, river's Half-Space Trees (:class:`HalfSpaceScorer`), keeps learning
+from the stream. Each score is put on a common scale using held-out training
+rows: its median there maps to 0 and its 99th percentile to 1. The combined
+score is the weighted mean of those scaled scores, so higher means more
+anomalous, and an event is an outlier when its score is above the threshold,
+the held-out rows' quantile at ``1 - target_alert_rate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .base import Block, Scorer
+from .checks import BlockCheck
+from .forest import ForestScorer
+from .halfspace import HalfSpaceScorer
+from .profile import Profile
+from .tails import TailScorer
+
+__all__ = ["AutoOutlierDetector"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEIGHTS = {"tails": 1.0, "forest": 1.0, "halfspace": 0.5}
+
+
+class AutoOutlierDetector(Scorer):
+    """Combined outlier detector with a threshold calibrated on held-out rows.
+
+    Parameters
+    ----------
+    target_alert_rate
+        Share of normal events expected above the threshold.
+    holdout_share
+        Share of training rows held out of fitting to calibrate the scales
+        and the threshold.
+    weights
+        Weight of each scorer in the combined score.
+
+    Known limits: the threshold is a quantile of the held-out rows, so with
+    fewer than ``1 / target_alert_rate`` of them it is the largest held-out
+    score and the alert rate is not controlled.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from detectors.profile import build_profile
+    >>> frame = pd.DataFrame({"x": [float(i % 50) for i in range(1000)]})
+    >>> detector = AutoOutlierDetector(build_profile(frame)).fit(frame)
+    >>> scores = detector.score_block([{"x": 20.0}, {"x": 500.0}])
+    >>> bool(scores[0] <= detector.threshold_ < scores[1])
+    True
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        seed: int = 0,
+        target_alert_rate: float = 0.01,
+        holdout_share: float = 0.2,
+        weights: Mapping[str, float] | None = None,
+        halfspace_options: Mapping[str, Any] | None = None,
+    ):
+        super().__init__(profile, seed)
+        if not 0 < target_alert_rate < 1:
+            raise ValueError(
+                f"target_alert_rate: expected a share between 0 and 1, got "
+                f"{target_alert_rate!r}"
+            )
+        self.target_alert_rate = target_alert_rate
+        self.holdout_share = holdout_share
+        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        self.halfspace_options = dict(halfspace_options or {})
+
+    @property
+    def halfspace(self) -> HalfSpaceScorer:
+        """The online part of the detector."""
+        return self.scorers_["halfspace"]
+
+    def _fit(self, check: BlockCheck) -> None:
+        fit_rows, holdout_rows = self._split(len(check))
+        fit_check = check.take(fit_rows)
+        holdout_check = check.take(holdout_rows)
+
+        self.scorers_: dict[str, Scorer] = {
+            "tails": TailScorer(self.profile, self.seed),
+            "forest": ForestScorer(self.profile, self.seed),
+            "halfspace": HalfSpaceScorer(self.profile, self.seed, **self.halfspace_options),
+        }
+        for scorer in self.scorers_.values():
+            scorer.fit(fit_check)
+
+        # Scale every scorer on the held-out rows, then set the threshold there.
+        self.scales_ = {}
+        for name, scorer in self.scorers_.items():
+            raw = scorer.score_block(holdout_check)
+            median, high = np.quantile(raw, [0.5, 0.99])
+            self.scales_[name] = (float(median), float(high - median) or 1.0)
+        self.calibration_scores_ = self._score(holdout_check)
+        self.threshold_ = float(
+            np.quantile(self.calibration_scores_, 1.0 - self.target_alert_rate)
+        )
+        if len(holdout_rows) < 1.0 / self.target_alert_rate:
+            logger.warning(
+                "only %d held-out training rows calibrate a %.2g alert rate; "
+                "train on more rows for a reliable threshold",
+                len(holdout_rows),
+                self.target_alert_rate,
+            )
+
+    def _split(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        order = np.random.default_rng(self.seed).permutation(rows)
+        if rows < 2:
+            return order, order
+        holdout = min(rows - 1, max(1, round(rows * self.holdout_share)))
+        return np.sort(order[holdout:]), np.sort(order[:holdout])
+
+    def _scaled(self, name: str, raw: np.ndarray) -> np.ndarray:
+        median, width = self.scales_[name]
+        return self.weights[name] * (raw - median) / width
+
+    def _static_scores(self, check: BlockCheck) -> np.ndarray:
+        total = np.zeros(len(check))
+        for name, scorer in self.scorers_.items():
+            if name != "halfspace" and self.weights.get(name, 0.0):
+                total += self._scaled(name, scorer.score_block(check))
+        return total / sum(self.weights.values())
+
+    def _online_scores(self, encoded: np.ndarray) -> np.ndarray:
+        raw = self.halfspace.score_encoded(encoded)
+        return self._scaled("halfspace", raw) / sum(self.weights.values())
+
+    def _score(self, check: BlockCheck) -> np.ndarray:
+        encoded = self.halfspace.encoder.bounded(check)
+        return self._static_scores(check) + self._online_scores(encoded)
+
+    def score_and_learn(self, data: Block, learn: bool = True) -> np.ndarray:
+        """Score rows in order, learning each normal row before the next is scored.
+
+        Rows whose score is above the threshold are not learned. Within one
+        window of the online scorer learning leaves scores unchanged, so the
+        block is scored window by window and the result equals scoring and
+        learning one row at a time.
+        """
+        check = self.check(data)
+        if not learn:
+            return self._score(check)
+        static = self._static_scores(check)
+        encoded = self.halfspace.encoder.bounded(check)
+        scores = np.empty(len(check))
+        start = 0
+        while start < len(check):
+            start = self._score_window(static, encoded, scores, start)
+        return scores
+
+    def _score_window(
+        self, static: np.ndarray, encoded: np.ndarray, scores: np.ndarray, start: int
+    ) -> int:
+        """Score rows from ``start`` up to the end of the online window; return the next row."""
+        needed = self.halfspace.rows_to_window_end
+        # Guess how many rows hold ``needed`` normal ones; a short guess only loops again.
+        stop = min(len(static), start + needed + needed // 8 + 16)
+        chunk = static[start:stop] + self._online_scores(encoded[start:stop])
+        normal = chunk <= self.threshold_
+        learned = np.cumsum(normal)
+        if learned[-1] >= needed:
+            stop = start + int(np.searchsorted(learned, needed)) + 1
+        taken = stop - start
+        scores[start:stop] = chunk[:taken]
+        self.halfspace.learn_encoded(encoded[start:stop][normal[:taken]])
+        return stop
+
+    def learn_block(self, data: Block) -> None:
+        """Learn the rows judged normal, in order, without returning scores."""
+        self.score_and_learn(data, learn=True)

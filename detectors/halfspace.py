@@ -1,0 +1,203 @@
+"""river's Half-Space Trees as the online part of the outlier detector.
+
+river's ``HalfSpaceTrees`` (river 0.26) scores a row from the reference
+masses (``r_mass``) of the nodes on its path; those change only when a
+window of ``window_size`` learned rows is complete, at which point the
+masses counted in that window (``l_mass``) replace them. Three consequences
+shape this module:
+
+- Within a window, learning does not change any score. A block can be
+  scored at once, vectorised over rows and trees from arrays copied out of
+  the river trees, and still give exactly the scores of score-then-learn one
+  row at a time, as long as the copy is refreshed at each window change.
+- After learning the training rows one by one, river would keep only the
+  last window's masses. The warm start instead sets every reference mass to
+  the node's count over all training rows, scaled to one window.
+- river builds its trees from the keys of the first row it learns, and
+  returns 0 until its first window is complete. Rows are therefore always
+  given with every feature, and the warm start completes the first window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from river.anomaly import HalfSpaceTrees
+
+from .base import Scorer
+from .checks import BlockCheck
+
+__all__ = ["HalfSpaceScorer"]
+
+
+class HalfSpaceScorer(Scorer):
+    """Outlier score from river's HalfSpaceTrees on features encoded into [0, 1].
+
+    The score is river's: 1 minus the path mass over its maximum, in [0, 1],
+    higher for rows in sparse regions of the reference window.
+    :meth:`learn_block` feeds rows to river's ``learn_one`` in order.
+
+    Known limits: after the first completed window of the stream, the
+    reference is that window alone (``window_size`` rows), so scores get
+    noisier than right after the warm start. Like every Half-Space Trees,
+    it is weak when anomalies arrive packed together within one window.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from detectors.profile import build_profile
+    >>> frame = pd.DataFrame({"x": [float(i % 10) for i in range(500)]})
+    >>> scorer = HalfSpaceScorer(build_profile(frame), window_size=100).fit(frame)
+    >>> low, high = scorer.score_block([{"x": 4.0}, {"x": 90.0}])
+    >>> bool(high > low)
+    True
+    """
+
+    def __init__(
+        self,
+        profile,
+        seed: int = 0,
+        n_trees: int = 10,
+        height: int = 8,
+        window_size: int = 250,
+    ):
+        super().__init__(profile, seed)
+        self.n_trees = n_trees
+        self.height = height
+        self.window_size = window_size
+
+    @property
+    def rows_to_window_end(self) -> int:
+        """Rows still to learn before the reference masses change."""
+        return self.window_size - self.model_.counter
+
+    def _fit(self, check: BlockCheck) -> None:
+        encoded = self.encoder.bounded(check)
+        self.model_ = HalfSpaceTrees(
+            n_trees=self.n_trees,
+            height=self.height,
+            window_size=self.window_size,
+            seed=self.seed,
+        )
+        # The first learned row fixes the tree structure; the masses are set below.
+        self.model_.learn_one(self._as_dict(encoded[0]))
+        self._compile()
+
+        counts = self._path_counts(encoded)
+        scale = self.window_size / len(encoded)
+        for tree_nodes, tree_counts in zip(self._nodes, counts, strict=True):
+            for node, count in zip(tree_nodes, tree_counts, strict=True):
+                node.r_mass = float(count) * scale
+                node.l_mass = 0
+        self.model_.counter = 0
+        self.model_._first_window = False
+        self._load_reference()
+
+    def _score(self, check: BlockCheck) -> np.ndarray:
+        return self.score_encoded(self.encoder.bounded(check))
+
+    def learn_block(self, data: Any) -> None:
+        """Learn rows one at a time with river's ``learn_one``, in order."""
+        self.learn_encoded(self.encoder.bounded(self.check(data)))
+
+    def learn_encoded(self, encoded: np.ndarray) -> None:
+        """Learn rows already encoded with :meth:`FeatureEncoder.bounded`."""
+        names = self.profile.features
+        learn_one = self.model_.learn_one
+        for row in encoded.tolist():
+            learn_one(dict(zip(names, row, strict=True)))
+            if self.model_.counter == 0:
+                self._load_reference()
+
+    def score_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Score encoded rows as river's ``score_one`` would, all at once."""
+        rows = len(encoded)
+        trees = np.arange(self.n_trees)
+        node = np.zeros((rows, self.n_trees), dtype=np.int64)
+        active = np.ones((rows, self.n_trees), dtype=bool)
+        total = np.zeros((rows, self.n_trees))
+        size_limit = 0.1 * self.window_size
+        row_index = np.arange(rows)[:, None]
+        for depth in range(self.height + 1):
+            mass = self._reference[trees, node]
+            total += np.where(active, mass * float(2**depth), 0.0)
+            if depth == self.height:
+                break
+            active &= mass >= size_limit
+            values = encoded[row_index, self._feature[trees, node]]
+            node = 2 * node + 1 + (values >= self._threshold[trees, node])
+        max_score = self.n_trees * self.window_size * (2 ** (self.height + 1) - 1)
+        return 1.0 - total.sum(axis=1) / max_score
+
+    def restore_model(self, model: HalfSpaceTrees) -> None:
+        """Replace the river model, for instance with one from a snapshot."""
+        if (model.n_trees, model.height, model.window_size) != (
+            self.n_trees,
+            self.height,
+            self.window_size,
+        ):
+            raise ValueError(
+                f"expected HalfSpaceTrees with n_trees={self.n_trees}, "
+                f"height={self.height}, window_size={self.window_size}, got "
+                f"{model.n_trees}, {model.height}, {model.window_size}"
+            )
+        self.model_ = model
+        self._compile()
+        self._load_reference()
+
+    def _as_dict(self, row: np.ndarray) -> dict[str, float]:
+        return dict(zip(self.profile.features, row.tolist(), strict=True))
+
+    def _compile(self) -> None:
+        """Copy each tree's splits into arrays indexed in heap order."""
+        size = 2 ** (self.height + 1) - 1
+        index_of = {name: position for position, name in enumerate(self.profile.features)}
+        self._nodes = [[None] * size for _ in range(self.n_trees)]
+        self._feature = np.zeros((self.n_trees, size), dtype=np.int64)
+        self._threshold = np.zeros((self.n_trees, size))
+        for tree_index, root in enumerate(self.model_.trees):
+            stack = [(root, 0)]
+            while stack:
+                node, position = stack.pop()
+                self._nodes[tree_index][position] = node
+                if hasattr(node, "feature"):
+                    self._feature[tree_index, position] = index_of[node.feature]
+                    self._threshold[tree_index, position] = node.threshold
+                    left, right = node.children
+                    stack.append((left, 2 * position + 1))
+                    stack.append((right, 2 * position + 2))
+
+    def _load_reference(self) -> None:
+        self._reference = np.array(
+            [[node.r_mass for node in tree_nodes] for tree_nodes in self._nodes],
+            dtype=np.float64,
+        )
+
+    def _path_counts(self, encoded: np.ndarray) -> np.ndarray:
+        """Count, per tree and node, the rows whose path passes through it."""
+        size = 2 ** (self.height + 1) - 1
+        counts = np.zeros((self.n_trees, size), dtype=np.int64)
+        trees = np.arange(self.n_trees)
+        node = np.zeros((len(encoded), self.n_trees), dtype=np.int64)
+        row_index = np.arange(len(encoded))[:, None]
+        for depth in range(self.height + 1):
+            flat = (trees * size + node).ravel()
+            counts += np.bincount(flat, minlength=self.n_trees * size).reshape(counts.shape)
+            if depth == self.height:
+                break
+            values = encoded[row_index, self._feature[trees, node]]
+            node = 2 * node + 1 + (values >= self._threshold[trees, node])
+        return counts
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_nodes", "_feature", "_threshold", "_reference"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "model_" in state:
+            self._compile()
+            self._load_reference()
