@@ -73,6 +73,9 @@ def train(
         typer.Option(min=0.0001, max=0.5, help="Share of normal events to alert on."),
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Random seed of the detector.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the artifact if this version exists.")
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Profile training data, fit the outlier detector and save the model version."""
@@ -89,7 +92,8 @@ def train(
         target_alert_rate=alert_rate,
         seed=seed,
     )
-    path = model_version.save(settings.store)
+    model_version.save(settings.store, overwrite=overwrite)
+    path = settings.store / model / str(version)
     typer.echo(
         f"trained {model} version {version} on {len(frame)} rows, "
         f"{len(model_version.profile.features)} features, "
@@ -255,8 +259,10 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from detectors import DetectorError
+
     try:
         app()
-    except OddwatchError as error:
+    except (OddwatchError, DetectorError) as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)

@@ -17,32 +17,60 @@ from confluent_kafka.admin import AdminClient
 
 from streams.errors import KafkaUnavailableError
 
-__all__ = ["group_lag", "wait_until_consumed"]
+__all__ = ["LagProbe", "wait_until_consumed"]
 
 
-def group_lag(servers: str, group: str, topic: str, timeout: float = 10.0) -> int:
-    """Return how many messages of ``topic`` ``group`` has not committed yet."""
-    try:
-        ends = _end_offsets(servers, topic, timeout)
-        admin = AdminClient({"bootstrap.servers": servers})
-        request = ConsumerGroupTopicPartitions(
-            group, [TopicPartition(topic, partition) for partition in ends]
+class LagProbe:
+    """Read a group's committed offsets and a topic's end offsets.
+
+    Holds one admin client and one consumer (which never joins the group), so
+    repeated reads open no new connections.
+    """
+
+    def __init__(self, servers: str, group: str, topic: str) -> None:
+        self.servers = servers
+        self.group = group
+        self.topic = topic
+        config = {"bootstrap.servers": servers, "log_level": 3}
+        self._admin = AdminClient(config)
+        self._consumer = Consumer(
+            {**config, "group.id": f"{group}-lag-probe", "enable.auto.commit": False}
         )
-        future = admin.list_consumer_group_offsets([request])[group]
-        committed = {
-            item.partition: item.offset
-            for item in future.result(timeout).topic_partitions
-        }
-    except KafkaException as error:
-        raise KafkaUnavailableError(
-            f"reading the offsets of group {group!r} on {topic!r} from {servers} "
-            f"failed: {error}"
-        ) from error
-    lag = 0
-    for partition, end in ends.items():
-        done = committed.get(partition, -1)
-        lag += end - max(done, 0)
-    return lag
+
+    def lag(self, timeout: float = 10.0) -> int:
+        """Return how many messages of the topic the group has not committed yet.
+
+        Returns -1 while the topic does not exist.
+        """
+        try:
+            ends = self._end_offsets(timeout)
+            if not ends:
+                return -1
+            request = ConsumerGroupTopicPartitions(
+                self.group, [TopicPartition(self.topic, p) for p in ends]
+            )
+            future = self._admin.list_consumer_group_offsets([request])[self.group]
+            partitions = future.result(timeout).topic_partitions
+        except KafkaException as error:
+            raise KafkaUnavailableError(
+                f"reading the offsets of group {self.group!r} on {self.topic!r} "
+                f"from {self.servers} failed: {error}"
+            ) from error
+        committed = {item.partition: item.offset for item in partitions}
+        return sum(end - max(committed.get(p, -1), 0) for p, end in ends.items())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _end_offsets(self, timeout: float) -> dict[int, int]:
+        metadata = self._consumer.list_topics(self.topic, timeout=timeout)
+        ends = {}
+        for partition in metadata.topics[self.topic].partitions:
+            _low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=timeout
+            )
+            ends[partition] = high
+        return ends
 
 
 def wait_until_consumed(
@@ -52,36 +80,18 @@ def wait_until_consumed(
 
     Raises TimeoutError with the remaining lag when ``timeout`` passes first.
     """
+    probe = LagProbe(servers, group, topic)
     started = time.monotonic()
     lag = -1
-    while time.monotonic() - started < timeout:
-        lag = group_lag(servers, group, topic)
-        if lag == 0:
-            return time.monotonic() - started
-        time.sleep(interval)
+    try:
+        while time.monotonic() - started < timeout:
+            lag = probe.lag()
+            if lag == 0:
+                return time.monotonic() - started
+            time.sleep(interval)
+    finally:
+        probe.close()
     raise TimeoutError(
         f"group {group!r} still had {lag} messages of {topic!r} to commit after "
         f"{timeout:.0f} s; check the worker's log"
     )
-
-
-def _end_offsets(servers: str, topic: str, timeout: float) -> dict[int, int]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": "oddwatch-lag-probe",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        partitions = metadata.topics[topic].partitions
-        ends = {}
-        for partition in partitions:
-            _low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout
-            )
-            ends[partition] = high
-        return ends
-    finally:
-        consumer.close()
