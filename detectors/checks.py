@@ -79,6 +79,7 @@ class BlockCheck:
     numbers: dict[str, np.ndarray]
     keys: dict[str, np.ndarray]
     extra: list[list[str]]
+    encoded: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.extra)

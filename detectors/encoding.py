@@ -67,7 +67,18 @@ class FeatureEncoder:
         raise KeyError(f"{name!r} is not a numeric feature of the profile")
 
     def unit(self, check: BlockCheck) -> np.ndarray:
-        """Encode a checked block: training's central range maps to [0, 1]."""
+        """Encode a checked block: training's central range maps to [0, 1].
+
+        The result is kept on the block, since it depends only on the profile,
+        and returned again on later calls; callers must not modify it.
+        """
+        cached = check.encoded.get("unit")
+        if cached is None:
+            cached = check.encoded["unit"] = self._unit(check)
+            cached.flags.writeable = False
+        return cached
+
+    def _unit(self, check: BlockCheck) -> np.ndarray:
         encoded = np.empty((len(check), len(self.features)))
         for index, name, low, spread, median in self._numeric:
             values = (check.numbers[name] - low) / spread
@@ -82,7 +93,7 @@ class FeatureEncoder:
 
     def bounded(self, check: BlockCheck) -> np.ndarray:
         """Encode a checked block into [0, 1], clipping far values."""
-        encoded = self.unit(check)
+        encoded = self.unit(check).copy()
         numeric = encoded[:, self.is_numeric]
         encoded[:, self.is_numeric] = np.clip(0.25 + 0.5 * numeric, 0.0, 1.0)
         return encoded

@@ -36,7 +36,8 @@ class HalfSpaceScorer(Scorer):
 
     The score is river's: 1 minus the path mass over its maximum, in [0, 1],
     higher for rows in sparse regions of the reference window.
-    :meth:`learn_block` feeds rows to river's ``learn_one`` in order.
+    :meth:`learn_block` updates the river trees exactly as river's
+    ``learn_one`` would, one window at a time.
 
     Known limits: after the first completed window of the stream, the
     reference is that window alone (``window_size`` rows), so scores get
@@ -98,17 +99,43 @@ class HalfSpaceScorer(Scorer):
         return self.score_encoded(self.encoder.bounded(check))
 
     def learn_block(self, data: Any) -> None:
-        """Learn rows one at a time with river's ``learn_one``, in order."""
-        self.learn_encoded(self.encoder.bounded(self.check(data)))
+        """Learn rows in order, as river's ``learn_one`` would one at a time."""
+        encoded = self.encoder.bounded(self.check(data))
+        start = 0
+        while start < len(encoded):
+            stop = start + self.rows_to_window_end
+            self.learn_encoded(encoded[start:stop])
+            start = stop
 
     def learn_encoded(self, encoded: np.ndarray) -> None:
-        """Learn rows already encoded with :meth:`FeatureEncoder.bounded`."""
-        names = self.profile.features
-        learn_one = self.model_.learn_one
-        for row in encoded.tolist():
-            learn_one(dict(zip(names, row, strict=True)))
-            if self.model_.counter == 0:
-                self._load_reference()
+        """Learn encoded rows that fit in the current window, all at once.
+
+        The node masses and the window counter end up exactly as after
+        river's ``learn_one`` on each row in turn, including the change of
+        reference masses when the window completes.
+        """
+        if len(encoded) > self.rows_to_window_end:
+            raise ValueError(
+                f"expected at most {self.rows_to_window_end} rows, the rest of the "
+                f"current window, got {len(encoded)}; split the block at window ends"
+            )
+        if len(encoded) == 0:
+            return
+        counts = self._path_counts(encoded)
+        for tree_nodes, tree_counts in zip(self._nodes, counts.tolist(), strict=True):
+            for node, count in zip(tree_nodes, tree_counts, strict=True):
+                if count:
+                    node.l_mass += count
+        model = self.model_
+        model.counter += len(encoded)
+        if model.counter == self.window_size:
+            for tree_nodes in self._nodes:
+                for node in tree_nodes:
+                    node.r_mass = node.l_mass
+                    node.l_mass = 0
+            model._first_window = False
+            model.counter = 0
+            self._load_reference()
 
     def score_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Score encoded rows as river's ``score_one`` would, all at once."""

@@ -1,0 +1,1 @@
+"""Detection quality and offline scoring speed of oddwatch's ``auto_od``."""

@@ -1,0 +1,3 @@
+from benchmarks.detection.run import main
+
+raise SystemExit(main())
