@@ -76,12 +76,18 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the artifact if this version exists.")
     ] = False,
+    register: Annotated[
+        bool,
+        typer.Option(help="Publish the version on the models topic for the workers."),
+    ] = True,
     store: StoreOption = None,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
 ) -> None:
-    """Profile training data, fit the outlier detector and save the model version."""
+    """Profile training data, fit the outlier detector, save and register it."""
     from detectors import read_table, train_model
 
-    settings = Settings.from_env(store=store)
+    settings = Settings.from_env(store=store, kafka=kafka, topic_prefix=topic_prefix)
     frame = read_table(data)
     model_version = train_model(
         frame,
@@ -98,6 +104,26 @@ def train(
         f"trained {model} version {version} on {len(frame)} rows, "
         f"{len(model_version.profile.features)} features, "
         f"threshold {model_version.threshold:.6g}; saved to {path}"
+    )
+    if register:
+        _register(settings, model_version)
+
+
+def _register(settings: Settings, model_version) -> None:
+    from streams.registration import build_registration, publish_registration
+
+    registration = build_registration(model_version, settings.store)
+    try:
+        publish_registration(settings, registration)
+    except OddwatchError as error:
+        raise OddwatchError(
+            f"the artifact is saved, but registering it failed: {error}. Run "
+            "`oddwatch train` again with --overwrite once Kafka is up, or pass "
+            "--no-register to train without Kafka"
+        ) from error
+    typer.echo(
+        f"registered {registration.model} version {registration.version} on "
+        f"{settings.topic('models')}"
     )
 
 

@@ -53,6 +53,12 @@ class Settings:
     block_timeout: float = 0.5
     """Seconds to wait for a block to fill before processing what has arrived."""
 
+    batch_window: float = 60.0
+    """Seconds of event time covered by one batch window."""
+
+    batch_size: int = 100
+    """Events after which a batch closes before its window ends."""
+
     log_level: str = "info"
 
     @classmethod
@@ -88,6 +94,12 @@ class Settings:
             )
         if self.block_size < 1:
             raise ConfigError(f"block_size must be at least 1, got {self.block_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.batch_window <= 0:
+            raise ConfigError(
+                f"batch_window must be more than 0 seconds, got {self.batch_window}"
+            )
         if self.block_timeout <= 0:
             raise ConfigError(
                 f"block_timeout must be more than 0 seconds, got {self.block_timeout}"

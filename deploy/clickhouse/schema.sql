@@ -5,7 +5,7 @@
 CREATE DATABASE IF NOT EXISTS oddwatch;
 USE oddwatch;
 
--- migration 1: events, per-feature checks and dead letters
+-- migration 1: events, checks, batches, alerts and dead letters
 CREATE TABLE IF NOT EXISTS events
 (
     model LowCardinality(String),
@@ -13,12 +13,14 @@ CREATE TABLE IF NOT EXISTS events
     request_id String,
     event_time DateTime64(3, 'UTC'),
     received_at DateTime64(3, 'UTC'),
+    batch_id String,
     features String COMMENT 'the event''s features as JSON text',
+    extra_features Array(String) COMMENT 'features sent that the profile does not know',
     prediction String COMMENT 'the model''s output as JSON text',
     score Float64 COMMENT 'auto_od outlier score, higher is more anomalous',
     threshold Float64,
     is_outlier UInt8,
-    failed_checks UInt16 COMMENT 'features whose status is not ok',
+    failed_checks UInt16 COMMENT 'features whose range check did not pass',
     kafka_partition UInt32,
     kafka_offset UInt64
 )
@@ -33,15 +35,74 @@ CREATE TABLE IF NOT EXISTS feature_checks
     version UInt32,
     request_id String,
     event_time DateTime64(3, 'UTC'),
+    batch_id String,
     feature LowCardinality(String),
     status LowCardinality(String)
         COMMENT 'ok, below_min, above_max, unseen_category, missing or wrong_type',
+    passed UInt8
+        COMMENT '1 when ok, or missing for a feature that was missing in training too',
     value_number Nullable(Float64),
     value_text Nullable(String)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (model, version, feature, request_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS batches
+(
+    model LowCardinality(String),
+    version UInt32,
+    batch_id String,
+    window_start DateTime64(3, 'UTC'),
+    window_end DateTime64(3, 'UTC'),
+    closed_by LowCardinality(String) COMMENT 'size, time or shutdown',
+    events UInt32,
+    outliers UInt32,
+    late_events UInt32,
+    pass_share Float64 COMMENT 'passed checks / checked values, over all checks',
+    health LowCardinality(String) COMMENT 'green, yellow, orange or red'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model, version, batch_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS batch_checks
+(
+    model LowCardinality(String),
+    version UInt32,
+    batch_id String,
+    window_start DateTime64(3, 'UTC'),
+    feature LowCardinality(String) COMMENT 'empty for checks of the whole event',
+    check LowCardinality(String) COMMENT 'range, auto_od or a custom metric name',
+    checked UInt32,
+    passed UInt32
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model, version, batch_id, check, feature)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS alerts
+(
+    alert_id String,
+    kind LowCardinality(String) COMMENT 'outlier or unhealthy_batch',
+    model LowCardinality(String),
+    version UInt32,
+    created_at DateTime64(3, 'UTC'),
+    occurred_at DateTime64(3, 'UTC') COMMENT 'event time, or the batch window end',
+    batch_id String,
+    request_id String COMMENT 'empty for batch alerts',
+    score Nullable(Float64),
+    threshold Nullable(Float64),
+    health LowCardinality(String) COMMENT 'empty for outlier alerts',
+    pass_share Nullable(Float64) COMMENT 'empty for outlier alerts',
+    reasons String COMMENT 'the reasons as a JSON array'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(created_at)
+ORDER BY (model, version, alert_id)
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS dead_letters

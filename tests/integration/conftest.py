@@ -25,6 +25,17 @@ def census_store(tmp_path_factory, adult_train):
     return store
 
 
+def register(worker: "WorkerProcess", model: str = "census", version: int = 1) -> None:
+    """Publish the stored version on the worker's models topic."""
+    from detectors import load_model
+    from streams.registration import build_registration, publish_registration
+    from streams.settings import Settings
+
+    settings = Settings.from_env(worker.env)
+    model_version = load_model(settings.store, model, version)
+    publish_registration(settings, build_registration(model_version, settings.store))
+
+
 @dataclass
 class WorkerProcess:
     """An ``oddwatch worker`` child process and the settings it was given."""

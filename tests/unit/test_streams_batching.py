@@ -250,12 +250,12 @@ def test_metric_accepts_boolean_array():
     ("share", "expected"),
     [
         (1.0, Health.GREEN),
-        (0.99, Health.GREEN),
-        (math.nextafter(0.99, 0), Health.YELLOW),
-        (0.95, Health.YELLOW),
-        (math.nextafter(0.95, 0), Health.ORANGE),
-        (0.90, Health.ORANGE),
-        (math.nextafter(0.90, 0), Health.RED),
+        (0.97, Health.GREEN),
+        (math.nextafter(0.97, 0), Health.YELLOW),
+        (0.93, Health.YELLOW),
+        (math.nextafter(0.93, 0), Health.ORANGE),
+        (0.85, Health.ORANGE),
+        (math.nextafter(0.85, 0), Health.RED),
         (0.0, Health.RED),
     ],
 )
@@ -265,7 +265,7 @@ def test_health_cutoffs_at_boundaries(share, expected):
 
 @pytest.mark.parametrize(
     ("outliers", "expected"),
-    [(1, Health.GREEN), (2, Health.YELLOW), (5, Health.YELLOW), (6, Health.ORANGE)],
+    [(3, Health.GREEN), (4, Health.YELLOW), (7, Health.YELLOW), (8, Health.ORANGE)],
 )
 def test_health_of_batch_from_outliers(outliers, expected):
     batcher = Batcher(batch_size=100)
@@ -599,7 +599,7 @@ _TABLES = [
     ) ENGINE = ReplacingMergeTree ORDER BY (model, version, request_id)""",
     """CREATE TABLE feature_checks (
         model String, version UInt32, request_id String,
-        feature String, status String, batch_id String
+        feature String, status String, passed UInt8, batch_id String
     ) ENGINE = ReplacingMergeTree ORDER BY (model, version, feature, request_id)""",
     """CREATE TABLE metric_checks (
         model String, version UInt32, request_id String,
@@ -670,6 +670,7 @@ def test_documented_sql_matches_summaries():
         .to_dict("records"),
     )
     features = events.melt(common, FEATURES, var_name="feature", value_name="status")
+    features["passed"] = (features["status"] == "ok").astype(int)
     _insert(session, "feature_checks", features.to_dict("records"))
     statuses = events["rule"].map({True: "passed", False: "failed", None: "error"})
     _insert(

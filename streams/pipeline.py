@@ -1,0 +1,495 @@
+"""Turn blocks of raw Kafka messages into rows, records and dead letters.
+
+This is the scoring agent's work without Kafka or ClickHouse: decode and
+validate each message, group the events by model version (keeping their order
+within a version), run the range checks and ``auto_od``, learn from the
+inliers, assign batches, and lay out what must be stored and published. The
+caller writes :class:`BlockOutput` to ClickHouse and Kafka, then commits the
+block's offsets.
+"""
+
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from detectors import ModelVersion, Status
+from schemas import (
+    Alert,
+    AlertKind,
+    BatchHealth,
+    ClosedBy,
+    InvalidEvent,
+    PredictionEvent,
+    Reason,
+    derive_alert_id,
+    parse_prediction,
+)
+from schemas import BatchSummary as BatchRecord
+from schemas import CheckCount as CheckRecord
+from schemas.record import format_time
+from streams.batching import Batcher, BatchSummary, Health
+from streams.records import MAX_DEAD_LETTER_ORIGINAL, DeadLetter, RawMessage
+from streams.registry import (
+    ModelNotFound,
+    ModelRegistry,
+    ModelRetired,
+    ModelUnavailable,
+)
+
+__all__ = ["BlockOutput", "Pipeline"]
+
+log = logging.getLogger(__name__)
+
+UNHEALTHY = (Health.ORANGE, Health.RED)
+"""Health levels that raise an ``unhealthy_batch`` alert."""
+
+_MAX_REASONS = 5
+
+
+@dataclass
+class BlockOutput:
+    """Everything one block produces, ready to store and publish.
+
+    ``events``, ``feature_checks``, ``batches``, ``batch_checks``, ``alerts``
+    and ``dead_letters`` are ClickHouse columns; ``scored``, ``alert_records``,
+    ``batch_records`` and ``dead_letter_records`` are Kafka messages as
+    (key, value) pairs.
+    """
+
+    events: dict[str, list] = field(default_factory=lambda: _columns(EVENT_COLUMNS))
+    feature_checks: dict[str, list] = field(
+        default_factory=lambda: _columns(CHECK_COLUMNS)
+    )
+    batches: dict[str, list] = field(default_factory=lambda: _columns(BATCH_COLUMNS))
+    batch_checks: dict[str, list] = field(
+        default_factory=lambda: _columns(BATCH_CHECK_COLUMNS)
+    )
+    alerts: dict[str, list] = field(default_factory=lambda: _columns(ALERT_COLUMNS))
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    scored: list[tuple[bytes, bytes]] = field(default_factory=list)
+    alert_records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    batch_records: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.events["request_id"])
+
+    def dead_letter_columns(self) -> dict[str, list]:
+        """Return the dead letters as ClickHouse columns."""
+        columns = _columns(DEAD_LETTER_COLUMNS)
+        for letter in self.dead_letters:
+            message = letter.message
+            columns["received_at"].append(message.received_at)
+            columns["topic"].append(message.topic)
+            columns["partition"].append(message.partition)
+            columns["offset"].append(message.offset)
+            columns["reason_code"].append(letter.reason_code)
+            columns["reason"].append(letter.reason)
+            columns["field"].append(letter.field)
+            original = message.value[:MAX_DEAD_LETTER_ORIGINAL]
+            columns["original"].append(original.decode("utf-8", "replace"))
+            columns["original_size"].append(len(message.value))
+        return columns
+
+
+EVENT_COLUMNS = (
+    "model", "version", "request_id", "event_time", "received_at", "batch_id",
+    "features", "extra_features", "prediction", "score", "threshold", "is_outlier",
+    "failed_checks", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+CHECK_COLUMNS = (
+    "model", "version", "request_id", "event_time", "batch_id", "feature", "status",
+    "passed", "value_number", "value_text",
+)  # fmt: skip
+BATCH_COLUMNS = (
+    "model", "version", "batch_id", "window_start", "window_end", "closed_by",
+    "events", "outliers", "late_events", "pass_share", "health",
+)  # fmt: skip
+BATCH_CHECK_COLUMNS = (
+    "model", "version", "batch_id", "window_start", "feature", "check", "checked",
+    "passed",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "alert_id", "kind", "model", "version", "created_at", "occurred_at", "batch_id",
+    "request_id", "score", "threshold", "health", "pass_share", "reasons",
+)  # fmt: skip
+DEAD_LETTER_COLUMNS = (
+    "received_at", "topic", "partition", "offset", "reason_code", "reason", "field",
+    "original", "original_size",
+)  # fmt: skip
+
+
+class Pipeline:
+    """Score blocks of messages with the registry's models and one batcher.
+
+    Not thread-safe; the worker calls it from one thread at a time.
+    """
+
+    def __init__(self, registry: ModelRegistry, batcher: Batcher) -> None:
+        self.registry = registry
+        self.batcher = batcher
+
+    def process(self, messages: list[RawMessage]) -> BlockOutput:
+        """Validate, check and score ``messages``; learn from the inliers."""
+        output = BlockOutput()
+        self.registry.refresh()
+        groups: dict[tuple[str, int], list[tuple[PredictionEvent, RawMessage]]] = (
+            defaultdict(list)
+        )
+        for message in messages:
+            try:
+                event = parse_prediction(message.value, message.received_at)
+            except InvalidEvent as error:
+                code = "invalid_event" if error.field else "invalid_json"
+                output.dead_letters.append(
+                    DeadLetter(message, code, str(error), error.field)
+                )
+                continue
+            groups[(event.model, event.version)].append((event, message))
+
+        for (model, version), members in groups.items():
+            try:
+                model_version = self.registry.get(model, version)
+            except (ModelNotFound, ModelRetired, ModelUnavailable) as error:
+                for _, message in members:
+                    output.dead_letters.append(
+                        DeadLetter(message, error.reason_code, str(error), "version")
+                    )
+                continue
+            self._score_group(output, model_version, members)
+        return output
+
+    def close_idle(self, now: datetime, idle_seconds: float) -> BlockOutput:
+        """Close batches whose window ended ``idle_seconds`` before ``now``."""
+        output = BlockOutput()
+        self._add_batches(output, self.batcher.close_idle(now, idle_seconds))
+        return output
+
+    def close_all(self) -> BlockOutput:
+        """Close every open batch, as on shutdown."""
+        output = BlockOutput()
+        self._add_batches(output, self.batcher.close_all())
+        return output
+
+    def _score_group(
+        self,
+        output: BlockOutput,
+        model_version: ModelVersion,
+        members: list[tuple[PredictionEvent, RawMessage]],
+    ) -> None:
+        records = [event.features for event, _ in members]
+        checks = model_version.check_block(records)
+        scores = model_version.score_block(records, learn=True)
+        threshold = float(model_version.threshold)
+        outliers = scores > threshold
+        statuses = checks.statuses
+        passed = _passed(statuses, model_version)
+        batch_ids, closed = self.batcher.assign(
+            model_version.model,
+            model_version.version,
+            [event.event_time for event, _ in members],
+            statuses.where(~passed, Status.OK.value),
+            outliers,
+        )
+        group = _Group(model_version, members, statuses, passed, scores, outliers)
+        group.extra = checks.extra
+        group.batch_ids = batch_ids
+        _add_events(output, group)
+        _add_feature_checks(output, group)
+        _add_scored_and_alerts(output, group)
+        self._add_batches(output, closed)
+
+    def _add_batches(self, output: BlockOutput, summaries: list[BatchSummary]) -> None:
+        created = datetime.now(UTC)
+        for summary in summaries:
+            _add_batch(output, summary, created)
+
+
+@dataclass
+class _Group:
+    """The events of one model version within a block, with their results."""
+
+    model_version: ModelVersion
+    members: list[tuple[PredictionEvent, RawMessage]]
+    statuses: pd.DataFrame
+    passed: pd.DataFrame
+    scores: np.ndarray
+    outliers: np.ndarray
+    extra: list[list[str]] = field(default_factory=list)
+    batch_ids: list[str] = field(default_factory=list)
+
+
+def _passed(statuses: pd.DataFrame, model_version: ModelVersion) -> pd.DataFrame:
+    """Mark the values that pass their range check.
+
+    A value passes when it is ``ok``, or missing for a feature that was
+    missing in training too.
+    """
+    passed = statuses == Status.OK.value
+    for feature in statuses.columns:
+        if model_version.profile[feature].missing_share > 0:
+            passed[feature] |= statuses[feature] == Status.MISSING.value
+    return passed
+
+
+def _add_events(output: BlockOutput, group: _Group) -> None:
+    events = output.events
+    threshold = float(group.model_version.threshold)
+    failed = (~group.passed.to_numpy()).sum(axis=1)
+    for row, (event, message) in enumerate(group.members):
+        events["model"].append(event.model)
+        events["version"].append(event.version)
+        events["request_id"].append(event.request_id)
+        events["event_time"].append(event.event_time)
+        events["received_at"].append(message.received_at)
+        events["batch_id"].append(group.batch_ids[row])
+        events["features"].append(_json_text(event.features))
+        events["extra_features"].append(group.extra[row])
+        events["prediction"].append(_json_text(event.prediction))
+        events["score"].append(float(group.scores[row]))
+        events["threshold"].append(threshold)
+        events["is_outlier"].append(int(group.outliers[row]))
+        events["failed_checks"].append(int(failed[row]))
+        events["kafka_partition"].append(message.partition)
+        events["kafka_offset"].append(message.offset)
+
+
+def _add_feature_checks(output: BlockOutput, group: _Group) -> None:
+    checks = output.feature_checks
+    features = list(group.statuses.columns)
+    status_rows = group.statuses.to_numpy()
+    passed_rows = group.passed.to_numpy()
+    for row, (event, _) in enumerate(group.members):
+        batch_id = group.batch_ids[row]
+        for column, feature in enumerate(features):
+            number, text = _split_value(event.features.get(feature))
+            checks["model"].append(event.model)
+            checks["version"].append(event.version)
+            checks["request_id"].append(event.request_id)
+            checks["event_time"].append(event.event_time)
+            checks["batch_id"].append(batch_id)
+            checks["feature"].append(feature)
+            checks["status"].append(str(status_rows[row, column]))
+            checks["passed"].append(int(passed_rows[row, column]))
+            checks["value_number"].append(number)
+            checks["value_text"].append(text)
+
+
+def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
+    model_version = group.model_version
+    threshold = float(model_version.threshold)
+    features = list(group.statuses.columns)
+    status_rows = group.statuses.to_numpy()
+    created = datetime.now(UTC)
+    for row, (event, message) in enumerate(group.members):
+        statuses = {
+            feature: str(status_rows[row, i]) for i, feature in enumerate(features)
+        }
+        failed = [name for name, status in statuses.items() if status != "ok"]
+        score = float(group.scores[row])
+        is_outlier = bool(group.outliers[row])
+        scored = {
+            "model": event.model,
+            "version": event.version,
+            "request_id": event.request_id,
+            "timestamp": format_time(event.event_time),
+            "received_at": format_time(message.received_at),
+            "batch_id": group.batch_ids[row],
+            "features": event.features,
+            "prediction": event.prediction,
+            "statuses": statuses,
+            "extra_features": group.extra[row],
+            "failed_features": failed,
+            "score": score,
+            "threshold": threshold,
+            "is_outlier": is_outlier,
+            "metrics": {},
+        }
+        key = event.model.encode()
+        output.scored.append((key, _dumps(scored)))
+        if not is_outlier:
+            continue
+        reasons = _outlier_reasons(model_version, event, statuses, score, threshold)
+        alert = Alert(
+            alert_id=derive_alert_id(
+                AlertKind.OUTLIER, event.model, event.version, event.request_id
+            ),
+            kind=AlertKind.OUTLIER,
+            model=event.model,
+            version=event.version,
+            created_at=created,
+            occurred_at=event.event_time,
+            batch_id=group.batch_ids[row],
+            request_id=event.request_id,
+            score=score,
+            threshold=threshold,
+            reasons=reasons,
+        )
+        _add_alert(output, alert)
+
+
+def _outlier_reasons(
+    model_version: ModelVersion,
+    event: PredictionEvent,
+    statuses: dict[str, str],
+    score: float,
+    threshold: float,
+) -> list[Reason]:
+    """Explain an outlier: failed range checks first, then the score itself."""
+    reasons = []
+    for feature, status in statuses.items():
+        if status == "ok" or len(reasons) >= _MAX_REASONS:
+            continue
+        reasons.append(
+            Reason(
+                check="range",
+                feature=feature,
+                status=status,
+                value=_plain(event.features.get(feature)),
+                expected=_expected(model_version, feature),
+            )
+        )
+    reasons.append(
+        Reason(
+            check="auto_od",
+            status="outlier",
+            value=score,
+            expected=f"score at most {threshold:.6g}",
+        )
+    )
+    return reasons
+
+
+def _expected(model_version: ModelVersion, feature: str) -> str:
+    """Describe what training saw for ``feature``: its range or top categories."""
+    profile = model_version.profile[feature]
+    if profile.categories:
+        top = sorted(profile.categories.items(), key=lambda item: -item[1])[:3]
+        names = ", ".join(repr(name) for name, _ in top)
+        more = len(profile.categories) - len(top)
+        return f"one of {len(profile.categories)} training categories, e.g. {names}" + (
+            f" and {more} more" if more > 0 else ""
+        )
+    if profile.min is not None and profile.max is not None:
+        return f"[{profile.min:.6g}, {profile.max:.6g}]"
+    return "a value seen in training"
+
+
+def _add_batch(output: BlockOutput, summary: BatchSummary, created: datetime) -> None:
+    batches = output.batches
+    for name in BATCH_COLUMNS:
+        value = getattr(summary, name)
+        batches[name].append(str(value) if name in ("closed_by", "health") else value)
+    for check in summary.checks:
+        output.batch_checks["model"].append(summary.model)
+        output.batch_checks["version"].append(summary.version)
+        output.batch_checks["batch_id"].append(summary.batch_id)
+        output.batch_checks["window_start"].append(summary.window_start)
+        output.batch_checks["feature"].append(check.feature)
+        output.batch_checks["check"].append(check.check)
+        output.batch_checks["checked"].append(check.checked)
+        output.batch_checks["passed"].append(check.passed)
+    record = BatchRecord(
+        model=summary.model,
+        version=summary.version,
+        batch_id=summary.batch_id,
+        window_start=summary.window_start,
+        window_end=summary.window_end,
+        closed_by=ClosedBy(str(summary.closed_by)),
+        events=summary.events,
+        outliers=summary.outliers,
+        late_events=summary.late_events,
+        checks=[
+            CheckRecord(
+                feature=c.feature, check=c.check, checked=c.checked, passed=c.passed
+            )
+            for c in summary.checks
+        ],
+        pass_share=summary.pass_share,
+        health=BatchHealth(str(summary.health)),
+    )
+    output.batch_records.append((summary.model.encode(), record.to_json()))
+    if summary.health not in UNHEALTHY:
+        return
+    worst = sorted(
+        summary.checks, key=lambda c: c.passed / c.checked if c.checked else 1
+    )
+    reasons = [
+        Reason(
+            check=check.check,
+            feature=check.feature,
+            status="failed",
+            value=round(check.passed / check.checked, 6),
+            expected=f"at least {0.85:.0%} passed for a healthy batch",
+        )
+        for check in worst[:_MAX_REASONS]
+        if check.checked and check.passed < check.checked
+    ]
+    _add_alert(output, Alert.from_batch_summary(record, reasons, created))
+
+
+def _add_alert(output: BlockOutput, alert: Alert) -> None:
+    alerts = output.alerts
+    alerts["alert_id"].append(alert.alert_id)
+    alerts["kind"].append(str(alert.kind))
+    alerts["model"].append(alert.model)
+    alerts["version"].append(alert.version)
+    alerts["created_at"].append(alert.created_at)
+    alerts["occurred_at"].append(alert.occurred_at)
+    alerts["batch_id"].append(alert.batch_id)
+    alerts["request_id"].append(alert.request_id or "")
+    alerts["score"].append(alert.score)
+    alerts["threshold"].append(alert.threshold)
+    alerts["health"].append(str(alert.health) if alert.health else "")
+    alerts["pass_share"].append(alert.pass_share)
+    alerts["reasons"].append(
+        orjson.dumps(
+            [orjson.loads(reason.to_json()) for reason in alert.reasons]
+        ).decode()
+    )
+    output.alert_records.append((alert.model.encode(), alert.to_json()))
+
+
+def _split_value(value: Any) -> tuple[float | None, str | None]:
+    """Return the value as (number, None), (None, text) or (None, None)."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return None, str(value).lower()
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None, str(value)
+        return (number, None) if math.isfinite(number) else (None, str(value))
+    if isinstance(value, str):
+        return None, value
+    return None, _json_text(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _dumps(document: Any) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return _dumps(value).decode()
+    except TypeError:
+        return orjson.dumps(str(value)).decode()
+
+
+def _columns(names: tuple[str, ...]) -> dict[str, list]:
+    return {name: [] for name in names}
