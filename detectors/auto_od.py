@@ -29,6 +29,7 @@ __all__ = ["AutoOutlierDetector"]
 
 logger = logging.getLogger(__name__)
 
+SCORER_NAMES = ("tails", "forest", "halfspace")
 DEFAULT_WEIGHTS = {"tails": 1.0, "forest": 1.0, "halfspace": 0.5}
 
 
@@ -39,9 +40,11 @@ class AutoOutlierDetector(Scorer):
     ----------
     target_alert_rate
         Share of normal events expected above the threshold.
-    holdout_share
-        Share of training rows held out of fitting to calibrate the scales
-        and the threshold.
+    folds
+        Number of cross-fitting folds. Each training row is scored by
+        scorers fitted on the other folds; those held-out scores set the
+        scales and the threshold. The scorers used afterwards are fitted on
+        all training rows.
     weights
         Weight of each scorer in the combined score.
 
@@ -65,7 +68,7 @@ class AutoOutlierDetector(Scorer):
         profile: Profile,
         seed: int = 0,
         target_alert_rate: float = 0.01,
-        holdout_share: float = 0.2,
+        folds: int = 5,
         weights: Mapping[str, float] | None = None,
         halfspace_options: Mapping[str, Any] | None = None,
     ):
@@ -76,7 +79,7 @@ class AutoOutlierDetector(Scorer):
                 f"{target_alert_rate!r}"
             )
         self.target_alert_rate = target_alert_rate
-        self.holdout_share = holdout_share
+        self.folds = folds
         self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
         self.halfspace_options = dict(halfspace_options or {})
 
@@ -86,42 +89,51 @@ class AutoOutlierDetector(Scorer):
         return self.scorers_["halfspace"]
 
     def _fit(self, check: BlockCheck) -> None:
-        fit_rows, holdout_rows = self._split(len(check))
-        fit_check = check.take(fit_rows)
-        holdout_check = check.take(holdout_rows)
+        # Out-of-fold scores stand in for scores of unseen rows drawn like training.
+        held_out = {name: np.empty(len(check)) for name in SCORER_NAMES}
+        for fit_rows, held_rows in self._folds(len(check)):
+            scorers = self._new_scorers()
+            for name, scorer in scorers.items():
+                scorer.fit(check.take(fit_rows))
+                held_out[name][held_rows] = scorer.score_block(check.take(held_rows))
 
-        self.scorers_: dict[str, Scorer] = {
+        self.scorers_ = self._new_scorers()
+        for scorer in self.scorers_.values():
+            scorer.fit(check)
+
+        self.scales_ = {}
+        for name, raw in held_out.items():
+            median, high = np.quantile(raw, [0.5, 0.99])
+            self.scales_[name] = (float(median), float(high - median) or 1.0)
+        self.calibration_scores_ = self._combine(held_out)
+        self.threshold_ = float(
+            np.quantile(self.calibration_scores_, 1.0 - self.target_alert_rate)
+        )
+        if len(check) < 1.0 / self.target_alert_rate:
+            logger.warning(
+                "only %d training rows calibrate a %.2g alert rate; train on more "
+                "rows for a reliable threshold",
+                len(check),
+                self.target_alert_rate,
+            )
+
+    def _new_scorers(self) -> dict[str, Scorer]:
+        return {
             "tails": TailScorer(self.profile, self.seed),
             "forest": ForestScorer(self.profile, self.seed),
             "halfspace": HalfSpaceScorer(self.profile, self.seed, **self.halfspace_options),
         }
-        for scorer in self.scorers_.values():
-            scorer.fit(fit_check)
 
-        # Scale every scorer on the held-out rows, then set the threshold there.
-        self.scales_ = {}
-        for name, scorer in self.scorers_.items():
-            raw = scorer.score_block(holdout_check)
-            median, high = np.quantile(raw, [0.5, 0.99])
-            self.scales_[name] = (float(median), float(high - median) or 1.0)
-        self.calibration_scores_ = self._score(holdout_check)
-        self.threshold_ = float(
-            np.quantile(self.calibration_scores_, 1.0 - self.target_alert_rate)
-        )
-        if len(holdout_rows) < 1.0 / self.target_alert_rate:
-            logger.warning(
-                "only %d held-out training rows calibrate a %.2g alert rate; "
-                "train on more rows for a reliable threshold",
-                len(holdout_rows),
-                self.target_alert_rate,
-            )
-
-    def _split(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def _folds(self, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Split row positions into ``folds`` pairs of (fit rows, held-out rows)."""
         order = np.random.default_rng(self.seed).permutation(rows)
         if rows < 2:
-            return order, order
-        holdout = min(rows - 1, max(1, round(rows * self.holdout_share)))
-        return np.sort(order[holdout:]), np.sort(order[:holdout])
+            return [(order, order)]
+        parts = np.array_split(order, min(self.folds, rows))
+        return [
+            (np.sort(np.concatenate(parts[:index] + parts[index + 1 :])), np.sort(part))
+            for index, part in enumerate(parts)
+        ]
 
     def _scaled(self, name: str, raw: np.ndarray) -> np.ndarray:
         median, width = self.scales_[name]
@@ -141,6 +153,10 @@ class AutoOutlierDetector(Scorer):
     def _score(self, check: BlockCheck) -> np.ndarray:
         encoded = self.halfspace.encoder.bounded(check)
         return self._static_scores(check) + self._online_scores(encoded)
+
+    def _combine(self, raw: Mapping[str, np.ndarray]) -> np.ndarray:
+        total = sum(self._scaled(name, scores) for name, scores in raw.items())
+        return total / sum(self.weights.values())
 
     def score_and_learn(self, data: Block, learn: bool = True) -> np.ndarray:
         """Score rows in order, learning each normal row before the next is scored.
