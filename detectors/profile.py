@@ -27,9 +27,9 @@ from .values import (
     NUMBER,
     OTHER,
     STRING,
+    CLASS_NAMES,
     category_keys,
     classify_column,
-    describe_classes,
 )
 
 __all__ = [
@@ -290,9 +290,9 @@ def _check_known(frame: pd.DataFrame, role: str, names: Sequence[str]) -> None:
 def _profile_column(name: str, column: pd.Series, kind: str | None) -> FeatureProfile:
     classes, numbers = classify_column(column)
     present = classes != MISSING
-    feature_kind = _feature_kind(name, column, classes[present], kind)
+    feature_kind = _feature_kind(name, column, classes, kind)
     count = int(present.sum())
-    missing_share = 1.0 - count / len(column)
+    missing_share = (len(column) - count) / len(column)
 
     if feature_kind is FeatureKind.NUMERIC:
         feature = _numeric_profile(name, numbers[present], missing_share)
@@ -306,20 +306,16 @@ def _profile_column(name: str, column: pd.Series, kind: str | None) -> FeaturePr
 
 
 def _feature_kind(
-    name: str, column: pd.Series, present: np.ndarray, kind: str | None
+    name: str, column: pd.Series, classes: np.ndarray, kind: str | None
 ) -> FeatureKind:
-    found = set(present.tolist())
+    found = set(np.unique(classes[classes != MISSING]).tolist())
     if OTHER in found:
-        example = next(
-            value for value in column if not isinstance(value, str | int | float | bool)
-        )
         raise MixedTypesError(
             f"column {name!r}: expected numbers, strings or booleans, got "
-            f"{type(example).__name__} values such as {example!r}; exclude the column "
-            "or convert its values"
+            f"{_describe_mix(column, classes)}; exclude the column or convert its values"
         )
     if kind is not None:
-        return _checked_override(name, found, kind)
+        return _checked_override(name, column, classes, found, kind)
     if not found:
         numeric = pd.api.types.is_numeric_dtype(column.dtype)
         return FeatureKind.NUMERIC if numeric else FeatureKind.CATEGORICAL
@@ -328,13 +324,28 @@ def _feature_kind(
     if found in ({STRING}, {BOOL}):
         return FeatureKind.CATEGORICAL
     raise MixedTypesError(
-        f"column {name!r}: expected one type of value, got a mix of "
-        f"{describe_classes(found)}; clean the column, or declare its kind with "
-        f"kinds={{{name!r}: 'categorical'}} to compare every value as a category"
+        f"column {name!r}: expected one type of value, got "
+        f"{_describe_mix(column, classes)}; clean the column, or declare its kind "
+        f"with kinds={{{name!r}: 'categorical'}} to compare every value as a category"
     )
 
 
-def _checked_override(name: str, found: set[int], kind: str) -> FeatureKind:
+def _describe_mix(column: pd.Series, classes: np.ndarray) -> str:
+    """Describe each value type present with its row count and a first example."""
+    values = column.to_numpy(dtype=object)
+    parts = []
+    for found in np.unique(classes[classes != MISSING]).tolist():
+        positions = np.flatnonzero(classes == found)
+        example = values[positions[0]]
+        type_name = CLASS_NAMES.get(found, type(example).__name__)
+        rows = f"{len(positions)} row" + ("s" if len(positions) != 1 else "")
+        parts.append(f"{type_name} ({rows}, e.g. {example!r})")
+    return ", ".join(parts)
+
+
+def _checked_override(
+    name: str, column: pd.Series, classes: np.ndarray, found: set[int], kind: str
+) -> FeatureKind:
     try:
         feature_kind = FeatureKind(kind)
     except ValueError:
@@ -345,8 +356,8 @@ def _checked_override(name: str, found: set[int], kind: str) -> FeatureKind:
     if feature_kind is FeatureKind.NUMERIC and not found <= {NUMBER}:
         raise InvalidKindError(
             f"column {name!r} cannot be numeric: expected numbers, got "
-            f"{describe_classes(found)}; convert the column to numbers or declare it "
-            "categorical"
+            f"{_describe_mix(column, classes)}; convert the column to numbers or "
+            "declare it categorical"
         )
     return feature_kind
 

@@ -202,7 +202,3 @@ def category_keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     keys[usable] = [category_key(value) for value in values[usable]]
     return keys
 
-
-def describe_classes(classes: Iterable[int]) -> str:
-    """Name the value classes present, for error messages."""
-    return ", ".join(CLASS_NAMES.get(found, "other") for found in sorted(set(classes)))
