@@ -1,13 +1,14 @@
-"""Validation errors of incoming events."""
+"""The validation error of every record."""
 
 __all__ = ["InvalidEvent"]
 
 
 class InvalidEvent(ValueError):
-    """An event does not match the prediction event schema.
+    """A record does not match its schema.
 
-    ``field`` names the offending field (``""`` for the whole event), and the
-    message says what was expected and what came.
+    ``field`` names the offending field, with the path to it inside nested
+    records such as ``reasons[0].status``, or is ``""`` for the whole record.
+    ``expected`` and ``got`` describe what was expected and what came.
     """
 
     def __init__(self, field: str, expected: str, got: str) -> None:

@@ -1,36 +1,73 @@
 """The prediction event: one model request, as produced to ``predictions``."""
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
-import orjson
-
-from schemas.errors import InvalidEvent
+from schemas.record import NAME, VERSION, Constraints, Record, codec_of, schema_field
+from schemas.record import load_object as _load_object
 
 __all__ = ["MAX_EVENT_BYTES", "PredictionEvent", "parse_prediction"]
 
 MAX_EVENT_BYTES = 1_000_000
 """Largest event accepted; larger ones go to the dead-letter topic."""
 
-_MAX_ID_LENGTH = 256
-
 
 @dataclass(frozen=True, slots=True)
-class PredictionEvent:
-    """A validated prediction event.
+class PredictionEvent(Record):
+    """One request served by a model, as its serving code reports it.
 
-    ``event_time`` is the event's ``timestamp``, or the time it was received
-    when the event has none. Feature values are kept as decoded from JSON.
+    Producers send it to the ``predictions`` topic, keyed by model name, as a
+    JSON object of at most 1000000 bytes. Fields other than those below are
+    ignored.
+
+    Attributes
+    ----------
+    model : str
+        Name of the model that served the request.
+    version : int
+        Version of the model, from 1.
+    request_id : str
+        Identifier of the request, unique per model version. Storage removes
+        duplicates by it after a producer retries.
+    event_time : datetime
+        When the model served the request; the JSON name is ``timestamp``. A
+        time without an offset is read as UTC, and a missing or null
+        timestamp means the time oddwatch received the event.
+    features : dict
+        Feature name to value, as the model received them. Values are kept
+        as decoded from JSON.
+    prediction : Any
+        The model's output, any JSON value, or null when the event has none.
     """
 
-    model: str
-    version: int
-    request_id: str
-    event_time: datetime
-    features: dict[str, Any]
-    prediction: Any
+    max_json_bytes: ClassVar[int] = MAX_EVENT_BYTES
+
+    model: str = schema_field(NAME)
+    version: int = schema_field(VERSION)
+    request_id: str = schema_field(NAME)
+    event_time: datetime = schema_field(
+        Constraints(naive_time_is_utc=True), wire_name="timestamp", fallback=True
+    )
+    features: dict[str, Any] = schema_field()
+    prediction: Any = schema_field(default=None)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, received_at: datetime | None = None) -> Self:
+        """Decode and validate one event; raise InvalidEvent naming the field.
+
+        An event without a timestamp gets ``received_at``, or the current time
+        when that is None.
+        """
+        return cls.from_dict(_load_object(raw, cls.max_json_bytes), received_at)
+
+    @classmethod
+    def from_dict(
+        cls, document: dict[str, Any], received_at: datetime | None = None
+    ) -> Self:
+        """Validate a decoded JSON object; see :meth:`from_json`."""
+        fallbacks = {"event_time": received_at or datetime.now(UTC)}
+        return codec_of(cls).decode(document, "", fallbacks)
 
 
 def parse_prediction(raw: bytes, received_at: datetime) -> PredictionEvent:
@@ -43,99 +80,9 @@ def parse_prediction(raw: bytes, received_at: datetime) -> PredictionEvent:
     ...     b' "features": {"age": 39}}', now)
     >>> event.model, event.version, event.features, event.event_time == now
     ('census', 1, {'age': 39}, True)
-    >>> parse_prediction(b'{"model": "census"}', now)
+    >>> parse_prediction(b'{"model": "census"}', now)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    schemas.errors.InvalidEvent: field 'version': expected an integer >= 1, got nothing
+    schemas.errors.InvalidEvent: field 'version': expected an integer ..., got nothing
     """
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent("", f"at most {MAX_EVENT_BYTES} bytes", f"{len(raw)} bytes")
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise InvalidEvent(
-            "", "a JSON object in UTF-8", f"invalid JSON ({error})"
-        ) from None
-    if not isinstance(document, dict):
-        raise InvalidEvent("", "a JSON object", f"a JSON {_json_kind(document)}")
-
-    model = _require_text(document, "model")
-    version = _require_version(document)
-    request_id = _require_text(document, "request_id")
-    event_time = _parse_time(document.get("timestamp"), received_at)
-    features = document.get("features")
-    if not isinstance(features, dict):
-        raise InvalidEvent(
-            "features", "an object of feature name to value", _describe(features)
-        )
-    return PredictionEvent(
-        model=model,
-        version=version,
-        request_id=request_id,
-        event_time=event_time,
-        features=features,
-        prediction=document.get("prediction"),
-    )
-
-
-def _require_text(document: dict, field: str) -> str:
-    value = document.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidEvent(field, "a non-empty string", _describe(value))
-    if len(value) > _MAX_ID_LENGTH:
-        raise InvalidEvent(
-            field, f"at most {_MAX_ID_LENGTH} characters", f"{len(value)} characters"
-        )
-    return value
-
-
-def _require_version(document: dict) -> int:
-    value = document.get("version")
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**32:
-        raise InvalidEvent("version", "an integer >= 1", _describe(value))
-    return value
-
-
-def _parse_time(value: Any, received_at: datetime) -> datetime:
-    if value is None:
-        return received_at
-    if not isinstance(value, str):
-        raise InvalidEvent(
-            "timestamp",
-            "an ISO 8601 string such as 2026-12-04T15:00:00Z",
-            _describe(value),
-        )
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEvent(
-            "timestamp",
-            "an ISO 8601 string such as 2026-12-04T15:00:00Z",
-            repr(value[:64]),
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    text = repr(value)
-    if len(text) > 64:
-        text = text[:61] + "..."
-    return f"{_json_kind(value)} {text}"
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {
-        bool: "boolean",
-        int: "number",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-    }
-    return kinds.get(type(value), type(value).__name__)
+    return PredictionEvent.from_json(raw, received_at)
