@@ -189,9 +189,21 @@ def worker(
 
 @app.command()
 def replay(
-    model: ModelOption,
-    version: VersionOption,
-    data: DataOption,
+    data: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="CSV or Parquet file of feature rows, or .jsonl of ready events.",
+        ),
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model name; needed for CSV and Parquet.")
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="Model version; needed for CSV and Parquet."),
+    ] = None,
     exclude: Annotated[
         list[str] | None,
         typer.Option(
@@ -212,23 +224,37 @@ def replay(
     kafka: KafkaOption = None,
     topic_prefix: TopicPrefixOption = None,
 ) -> None:
-    """Produce the rows of a file to the predictions topic as prediction events."""
-    from detectors import read_table
-    from streams.replay import replay_frame
+    """Produce a file to the predictions topic as prediction events.
+
+    A .jsonl file is sent line by line as it is, which also re-sends dead
+    letters or hand-written events; other files are read as tables whose rows
+    become events of --model and --version.
+    """
+    from streams.replay import replay_frame, replay_lines
 
     settings = Settings.from_env(kafka=kafka, topic_prefix=topic_prefix)
-    frame = read_table(data)
-    if limit is not None:
-        frame = frame.head(limit)
-    sent = replay_frame(
-        frame,
-        settings,
-        model=model,
-        version=version,
-        exclude=exclude or [],
-        prediction_columns=prediction or [],
-        rate=rate,
-    )
+    if data.suffix == ".jsonl":
+        sent = replay_lines(data, settings, rate=rate, limit=limit)
+    else:
+        from detectors import read_table
+
+        if model is None or version is None:
+            raise OddwatchError(
+                f"--model and --version are required to replay {data.name}, "
+                "because its rows carry only features"
+            )
+        frame = read_table(data)
+        if limit is not None:
+            frame = frame.head(limit)
+        sent = replay_frame(
+            frame,
+            settings,
+            model=model,
+            version=version,
+            exclude=exclude or [],
+            prediction_columns=prediction or [],
+            rate=rate,
+        )
     typer.echo(f"sent {sent} events to {settings.topic('predictions')}")
 
 

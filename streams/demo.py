@@ -1,13 +1,17 @@
-"""The demo on the UCI Adult data: train, stream the test file, query ClickHouse.
+"""The demo on the UCI Adult data, run by ``make demo``.
 
-It runs the same commands a user would: ``oddwatch train``, ``oddwatch
-worker`` in a child process and ``oddwatch replay``, then prints what
-ClickHouse stores. The demo keeps its own state in ``<home>/demo``, which it
-clears first, so every run starts from nothing.
+It does what a user would: trains a scikit-learn classifier on the Adult
+training file and registers oddwatch version 1 from the same file
+(``oddwatch train``), starts ``oddwatch worker`` in a child process, replays
+the Adult test file with the classifier's prediction in every event, mixed
+with a few hundred broken events (``oddwatch replay``), and prints what
+ClickHouse then holds. The demo keeps its state in ``<home>/demo``, which it
+clears first, and uses topics of its own, so every run starts from nothing.
 """
 
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -15,56 +19,90 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pandas as pd
 
 from streams.lag import wait_until_consumed
+from streams.replay import event_from_row
 from streams.settings import Settings
 from streams.storage import Storage
 
-__all__ = ["ADULT_COLUMNS", "read_adult", "run_demo"]
+__all__ = ["ADULT_COLUMNS", "broken_events", "read_adult", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 ADULT_COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-    "income",
-]
+    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
+    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
+    "hours-per-week", "native-country", "income",
+]  # fmt: skip
 
-OUT_OF_RANGE_SQL = """
+BROKEN_EVENTS = 300
+
+DEMO_QUERIES = [
+    (
+        "batches by health level",
+        """
+SELECT health, count() AS batches, sum(events) AS events, sum(outliers) AS outliers
+FROM batches FINAL
+GROUP BY health
+ORDER BY indexOf(['green', 'yellow', 'orange', 'red'], health)
+""",
+    ),
+    (
+        "the batch table: the first five batches and every batch that is not green",
+        """
+SELECT batch_id, closed_by, events, outliers, late_events,
+       round(pass_share, 4) AS pass_share, health
+FROM batches FINAL
+WHERE health != 'green' OR batch_id IN (
+    SELECT batch_id FROM batches FINAL ORDER BY batch_id LIMIT 5)
+ORDER BY batch_id
+""",
+    ),
+    (
+        "values that failed their range check, per feature",
+        """
 SELECT feature,
        countIf(status = 'below_min') AS below_min,
        countIf(status = 'above_max') AS above_max,
        countIf(status = 'unseen_category') AS unseen_category,
        countIf(status = 'missing') AS missing,
        countIf(status = 'wrong_type') AS wrong_type,
-       countIf(status != 'ok') AS not_ok
-FROM feature_checks
-WHERE model = 'census' AND version = 1
+       countIf(passed = 0) AS failed
+FROM feature_checks FINAL
 GROUP BY feature
-ORDER BY not_ok DESC, feature
-"""
-
-OUTLIER_SQL = """
-SELECT count() AS events,
-       countIf(is_outlier = 1) AS over_threshold,
-       round(100 * over_threshold / events, 2) AS over_threshold_percent,
+ORDER BY failed DESC, feature
+""",
+    ),
+    (
+        "events over the outlier threshold",
+        """
+SELECT count() AS events, countIf(is_outlier = 1) AS outliers,
+       round(100 * outliers / events, 2) AS outlier_percent,
        any(threshold) AS threshold
-FROM events
-WHERE model = 'census' AND version = 1
+FROM events FINAL
+""",
+    ),
+    (
+        "dead letters by reason",
+        """
+SELECT reason_code, count() AS events, any(reason) AS example
+FROM dead_letters FINAL
+GROUP BY reason_code
+ORDER BY events DESC
+""",
+    ),
+]
+
+STRONGEST_ALERTS_SQL = """
+SELECT request_id, round(score, 4) AS score, round(threshold, 4) AS threshold, reasons
+FROM alerts FINAL
+WHERE kind = 'outlier'
+ORDER BY score DESC, request_id
+LIMIT 10
 """
 
 
@@ -89,15 +127,80 @@ def read_adult(path: Path) -> pd.DataFrame:
     return frame
 
 
+def fit_classifier(train: pd.DataFrame) -> Any:
+    """Fit the demo's model: one-hot categories and logistic regression on income."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    features = train.drop(columns=["income"])
+    categorical = features.select_dtypes(exclude="number").columns.tolist()
+    numeric = features.select_dtypes(include="number").columns.tolist()
+    encoder = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore"), categorical),
+        (StandardScaler(), numeric),
+    )
+    model = make_pipeline(encoder, LogisticRegression(max_iter=500))
+    model.fit(
+        features.fillna({name: "missing" for name in categorical}), train["income"]
+    )
+    return model
+
+
+def broken_events(rows: list[dict], count: int, seed: int = 0) -> list[bytes]:
+    """Make ``count`` events of the kinds real producers get wrong.
+
+    Half of them are valid JSON with values the training data never had
+    (out of range, unseen categories, missing or extra features, wrong
+    types), which the worker scores and flags; the rest cannot be accepted
+    (malformed JSON, no request id, an unregistered version) and go to the
+    dead-letter topic.
+    """
+    generator = random.Random(seed)
+    damages = [
+        ("age", 150), ("age", -3), ("hours-per-week", 168), ("capital-gain", 10**7),
+        ("workclass", "Space-agency"), ("native-country", "Atlantis"),
+        ("education", "Hogwarts"), ("age", "forty"), ("hours-per-week", True),
+        ("fnlwgt", [1, 2]),
+    ]  # fmt: skip
+    events = []
+    for number in range(count):
+        row = dict(generator.choice(rows))
+        request_id = f"broken-{number}"
+        kind = number % 6
+        if kind in (0, 1, 2):
+            feature, value = damages[generator.randrange(len(damages))]
+            row[feature] = value
+            if kind == 1:
+                row.pop(generator.choice(list(row)), None)
+            if kind == 2:
+                row["favourite-colour"] = "blue"
+            event = event_from_row(
+                row, model="census", version=1, request_id=request_id
+            )
+            events.append(orjson.dumps(event))
+        elif kind == 3:
+            event = event_from_row(
+                row, model="census", version=1, request_id=request_id
+            )
+            events.append(orjson.dumps(event)[: generator.randrange(10, 60)])
+        elif kind == 4:
+            event = event_from_row(row, model="census", version=1, request_id="")
+            events.append(orjson.dumps(event))
+        else:
+            event = event_from_row(
+                row, model="census", version=7, request_id=request_id
+            )
+            events.append(orjson.dumps(event))
+    return events
+
+
 def run_demo(settings: Settings, data_dir: Path) -> None:
     """Run the demo end to end and print the results."""
     work = settings.home / "demo"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    train_csv, test_csv = work / "adult-train.csv", work / "adult-test.csv"
-    read_adult(data_dir / "adult.data.gz").to_csv(train_csv, index=False)
-    read_adult(data_dir / "adult.test.gz").to_csv(test_csv, index=False)
-
     run_id = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -109,25 +212,21 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         "ODDWATCH_GROUP": f"oddwatch-demo-{run_id}",
     }
     oddwatch = [sys.executable, "-m", "streams"]
+    train_csv, events_file = work / "adult-train.csv", work / "events.jsonl"
 
-    _step("train census version 1 on adult.data (32,561 rows)")
+    _step("train a classifier, and oddwatch census version 1, on adult.data")
+    train = read_adult(data_dir / "adult.data.gz")
+    test = read_adult(data_dir / "adult.test.gz")
+    train.to_csv(train_csv, index=False)
     started = time.monotonic()
+    classifier = fit_classifier(train)
+    accuracy = _write_events(classifier, test, events_file)
+    print(f"  classifier accuracy on adult.test: {accuracy:.3f}")
     subprocess.run(
-        [
-            *oddwatch,
-            "train",
-            "--model",
-            "census",
-            "--version",
-            "1",
-            "--data",
-            str(train_csv),
-            "--target",
-            "income",
-        ],
-        env=env,
-        check=True,
-    )
+        [*oddwatch, "train", "--model", "census", "--version", "1",
+         "--data", str(train_csv), "--target", "income"],
+        env=env, check=True,
+    )  # fmt: skip
     print(f"  took {time.monotonic() - started:.1f} s")
 
     _step("start a worker")
@@ -136,23 +235,13 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         [*oddwatch, "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
     )
     try:
-        _step("replay adult.test (16,281 rows) to Kafka")
+        _step(
+            f"replay adult.test ({len(test):,} rows) with {BROKEN_EVENTS} broken "
+            "events mixed in"
+        )
         started = time.monotonic()
         subprocess.run(
-            [
-                *oddwatch,
-                "replay",
-                "--model",
-                "census",
-                "--version",
-                "1",
-                "--data",
-                str(test_csv),
-                "--exclude",
-                "income",
-            ],
-            env=env,
-            check=True,
+            [*oddwatch, "replay", "--data", str(events_file)], env=env, check=True
         )
         topic = env["ODDWATCH_TOPIC_PREFIX"] + "predictions"
         waited = wait_until_consumed(
@@ -168,13 +257,61 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
 
     _step("read the results from ClickHouse")
     with Storage.connect(env["ODDWATCH_CLICKHOUSE"]) as storage:
-        for title, query in [
-            ("values out of the training range, per feature", OUT_OF_RANGE_SQL),
-            ("events over the outlier threshold", OUTLIER_SQL),
-        ]:
-            print(f"\n-- {title}\n{query.strip()}\n")
-            print(storage.query_frame(query).to_string(index=False))
+        for title, query in DEMO_QUERIES:
+            _print_query(storage, title, query)
+        _print_alerts(storage)
     print(f"\nworker log: {work / 'worker.log'}")
+    print(
+        f"query it yourself: ODDWATCH_CLICKHOUSE=chdb://{work / 'clickhouse'} "
+        ".venv/bin/oddwatch sql 'SELECT * FROM batches LIMIT 5'"
+    )
+
+
+def _write_events(classifier: Any, test: pd.DataFrame, path: Path) -> float:
+    """Write the test rows as events with predictions, broken ones mixed in."""
+    features = test.drop(columns=["income"])
+    categorical = features.select_dtypes(exclude="number").columns.tolist()
+    filled = features.fillna({name: "missing" for name in categorical})
+    labels = classifier.predict(filled)
+    scores = classifier.predict_proba(filled)[:, 1]
+    accuracy = float((labels == test["income"].to_numpy()).mean())
+
+    rows = features.to_dict(orient="records")
+    events = []
+    for number, row in enumerate(rows):
+        event = event_from_row(
+            {**row, "income": labels[number], "score": round(float(scores[number]), 4)},
+            model="census",
+            version=1,
+            request_id=f"adult-test-{number}",
+            prediction_columns=["income", "score"],
+        )
+        events.append(orjson.dumps(event))
+    generator = random.Random(1)
+    for broken in broken_events(rows, BROKEN_EVENTS):
+        events.insert(generator.randrange(len(events) + 1), broken)
+    path.write_bytes(b"\n".join(events) + b"\n")
+    return accuracy
+
+
+def _print_query(storage: Storage, title: str, query: str) -> None:
+    print(f"\n-- {title}\n{query.strip()}\n")
+    frame = storage.query_frame(query)
+    with pd.option_context("display.max_colwidth", 110, "display.width", 200):
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+
+
+def _print_alerts(storage: Storage) -> None:
+    print(f"\n-- the ten strongest outlier alerts\n{STRONGEST_ALERTS_SQL.strip()}\n")
+    for row in storage.query_frame(STRONGEST_ALERTS_SQL).itertuples(index=False):
+        print(f"{row.request_id}: score {row.score} > threshold {row.threshold}")
+        for reason in orjson.loads(row.reasons):
+            if reason["check"] == "auto_od":
+                continue
+            print(
+                f"    {reason['feature']} {reason['status']}: {reason['value']!r}, "
+                f"expected {reason['expected']}"
+            )
 
 
 def _stop(worker: subprocess.Popen) -> None:

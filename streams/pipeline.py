@@ -287,6 +287,7 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
     threshold = float(model_version.threshold)
     features = list(group.statuses.columns)
     status_rows = group.statuses.to_numpy()
+    passed_rows = group.passed.to_numpy()
     created = datetime.now(UTC)
     for row, (event, message) in enumerate(group.members):
         statuses = {
@@ -316,7 +317,12 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
         output.scored.append((key, _dumps(scored)))
         if not is_outlier:
             continue
-        reasons = _outlier_reasons(model_version, event, statuses, score, threshold)
+        failing = {
+            feature: statuses[feature]
+            for i, feature in enumerate(features)
+            if not passed_rows[row, i]
+        }
+        reasons = _outlier_reasons(model_version, event, failing, score, threshold)
         alert = Alert(
             alert_id=derive_alert_id(
                 AlertKind.OUTLIER, event.model, event.version, event.request_id
@@ -345,8 +351,8 @@ def _outlier_reasons(
     """Explain an outlier: failed range checks first, then the score itself."""
     reasons = []
     for feature, status in statuses.items():
-        if status == "ok" or len(reasons) >= _MAX_REASONS:
-            continue
+        if len(reasons) >= _MAX_REASONS:
+            break
         reasons.append(
             Reason(
                 check="range",

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException, Producer
 from streams.errors import ConfigError, KafkaUnavailableError
 from streams.settings import Settings
 
-__all__ = ["event_from_row", "replay_frame"]
+__all__ = ["event_from_row", "replay_frame", "replay_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,66 @@ def replay_frame(
         )
     log.info("replay run %s sent %d events to %s", run_id, len(records), topic)
     return len(records)
+
+
+def replay_lines(
+    path: Any,
+    settings: Settings,
+    *,
+    rate: float | None = None,
+    limit: int | None = None,
+) -> int:
+    """Send every line of a JSON-lines file to ``predictions`` as it is.
+
+    The lines are not validated: an invalid one reaches the worker, which
+    sends it to the dead-letter topic with the reason, as it would any
+    producer's. Each event's model name is its key when the line is a JSON
+    object with a ``model`` string, so its events share a partition.
+    """
+    topic = settings.topic("predictions")
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka, "linger.ms": 20, "acks": "all"}
+    )
+    failures: list[str] = []
+
+    def on_delivery(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    _wait_for_broker(producer, settings.kafka)
+    started = time.monotonic()
+    sent = 0
+    with open(path, "rb") as lines:
+        for line in lines:
+            value = line.rstrip(b"\r\n")
+            if not value:
+                continue
+            if limit is not None and sent >= limit:
+                break
+            _produce(producer, topic, _model_key(value), value, on_delivery)
+            sent += 1
+            if rate is not None:
+                delay = started + sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+    remaining = producer.flush(60)
+    if remaining or failures:
+        raise KafkaUnavailableError(
+            f"{remaining} events were not delivered and {len(failures)} failed "
+            f"(first error: {failures[0] if failures else 'timed out'}); "
+            f"check that Kafka at {settings.kafka} is running"
+        )
+    return sent
+
+
+def _model_key(value: bytes) -> bytes | None:
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(document, dict) and isinstance(document.get("model"), str):
+        return document["model"].encode()
+    return None
 
 
 def _produce(
