@@ -69,8 +69,8 @@ def write_version(
     """Write the files and their manifest, replacing the directory in one rename."""
     if directory.exists() and not overwrite:
         raise FileExistsError(
-            f"{directory} already holds a model version; choose a new version number "
-            "or save with overwrite=True"
+            f"{directory} already contains a model version; choose a new version "
+            "number or save with overwrite=True"
         )
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
@@ -134,8 +134,15 @@ def load_pickle(path: Path, content: bytes) -> Any:
     """Unpickle a verified file, mapping every decoding failure to one error."""
     try:
         return pickle.loads(content)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError,
-            ValueError, IndexError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        AttributeError,
+        ImportError,
+        TypeError,
+        ValueError,
+        IndexError,
+    ) as error:
         raise ArtifactCorruptError(
             f"{path}: expected a pickled detector, got bytes that fail to load "
             f"({type(error).__name__}: {error}); {_RETRAIN}"

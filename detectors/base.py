@@ -22,8 +22,9 @@ class Scorer:
     A higher score means a more anomalous row. Scores are comparable only
     between rows scored by the same fitted scorer. Input blocks may be
     DataFrames, lists of feature mappings, or a :class:`BlockCheck` already
-    computed; features are found by name, so column order does not matter,
-    extra columns are ignored, and an absent feature counts as missing.
+    computed. Features are looked up by name, so column order does not
+    matter and extra columns are ignored. An absent feature counts as
+    missing.
     """
 
     def __init__(self, profile: Profile, seed: int = 0):

@@ -2,19 +2,19 @@
 
 One feature value gets one :class:`Status`:
 
-- numeric feature: ``missing`` for None or NaN; ``wrong_type`` for anything
-  but an ``int`` or ``float`` (a ``bool`` and a string spelling a number such
-  as ``"39"`` are wrong types, because producers should send numbers);
-  otherwise the number, compared as float64, is ``below_min`` under the
-  training minimum, ``above_max`` over the training maximum, else ``ok``.
-  ``inf`` and ``-inf`` are above and below every training range. A feature
-  without any training value has an empty range, so every finite number is
+- numeric feature: None and NaN are ``missing``. Anything but an ``int`` or
+  ``float`` is ``wrong_type``, including a ``bool`` and a string spelling a
+  number such as ``"39"``, because producers should send numbers. A number,
+  compared as float64, is ``below_min`` under the training minimum,
+  ``above_max`` over the training maximum, and ``ok`` otherwise. ``inf`` and
+  ``-inf`` are above and below every training range. A feature without any
+  training value has an empty range, so every finite number is
   ``below_min``.
-- categorical feature: ``missing`` for None or NaN; ``wrong_type`` for lists,
-  dicts and other values that are not a string, number or boolean;
-  otherwise ``unseen_category`` when its category key (see
-  :func:`detectors.values.category_key`) never occurred in training, else
-  ``ok``.
+- categorical feature: None and NaN are ``missing``. Lists, dicts and other
+  values that are not a string, number or boolean are ``wrong_type``. Any
+  other value is ``unseen_category`` when its category key (see
+  :func:`detectors.values.category_key`) never occurred in training, and
+  ``ok`` otherwise.
 
 :func:`check_block` applies these rules to whole columns at once;
 :func:`check_record` applies them to one event, value by value, and is the
@@ -98,7 +98,9 @@ class BlockCheck:
     @property
     def statuses(self) -> pd.DataFrame:
         """One row per event, one column per profile feature, Status values."""
-        columns = {name: _STATUS_VALUES[self.codes[name]] for name in self.profile.features}
+        columns = {
+            name: _STATUS_VALUES[self.codes[name]] for name in self.profile.features
+        }
         return pd.DataFrame(columns, index=pd.RangeIndex(len(self)), dtype=object)
 
 
@@ -119,8 +121,10 @@ def check_block(profile: Profile, data: pd.DataFrame | Records) -> BlockCheck:
     >>> profile = build_profile(pd.DataFrame({"age": [20, 30], "sex": ["F", "M"]}))
     >>> check = check_block(profile, [{"age": 45, "sex": "X", "city": "Oslo"},
     ...                               {"age": "39"}])
-    >>> check.statuses.to_dict("records")
-    [{'age': 'above_max', 'sex': 'unseen_category'}, {'age': 'wrong_type', 'sex': 'missing'}]
+    >>> for row in check.statuses.to_dict("records"):
+    ...     print(row)
+    {'age': 'above_max', 'sex': 'unseen_category'}
+    {'age': 'wrong_type', 'sex': 'missing'}
     >>> check.extra
     [['city'], []]
     """
@@ -232,7 +236,11 @@ def _read_columns(
         for name in profile.features
     }
     extra = [
-        [name for name, value in record.items() if name not in known and not is_missing(value)]
+        [
+            name
+            for name, value in record.items()
+            if name not in known and not is_missing(value)
+        ]
         for record in records
     ]
     return columns, extra
@@ -244,7 +252,8 @@ def _frame_columns(
     frame = frame.set_axis([str(name) for name in frame.columns], axis=1)
     absent = np.full(len(frame), None, dtype=object)
     columns = {
-        name: frame[name] if name in frame.columns else absent for name in profile.features
+        name: frame[name] if name in frame.columns else absent
+        for name in profile.features
     }
     extra: list[list[str]] = [[] for _ in range(len(frame))]
     for name in frame.columns:

@@ -3,7 +3,7 @@
 Every feature becomes one float column, using only the training profile:
 
 - numeric: ``(x - p1) / (p99 - p1)``, so the central 98 % of training values
-  fall in [0, 1] whatever outliers the training data holds at its extremes.
+  fall in [0, 1] whatever outliers the training data contains at its extremes.
   A missing or wrong-typed value takes the training median's position.
 - categorical: the share of training rows with that category, with
   ``missing`` counted as one more category; a category never seen is 0.
@@ -22,7 +22,7 @@ from .profile import FeatureKind, FeatureProfile, Profile
 
 __all__ = ["FeatureEncoder"]
 
-# Encoded values are capped so that scikit-learn never sees inf.
+# Encoded values are capped because scikit-learn rejects inf.
 _UNIT_LIMIT = 1e6
 
 
@@ -51,12 +51,20 @@ class FeatureEncoder:
             if feature.kind is FeatureKind.NUMERIC
         ]
         self._categorical = [
-            (index, feature.name, _category_shares(feature, profile.rows), feature.missing_share)
+            (
+                index,
+                feature.name,
+                _category_shares(feature, profile.rows),
+                feature.missing_share,
+            )
             for index, feature in enumerate(profile.feature_profiles)
             if feature.kind is FeatureKind.CATEGORICAL
         ]
         self.is_numeric = np.array(
-            [feature.kind is FeatureKind.NUMERIC for feature in profile.feature_profiles]
+            [
+                feature.kind is FeatureKind.NUMERIC
+                for feature in profile.feature_profiles
+            ]
         )
 
     def to_unit(self, name: str, value: float) -> float:

@@ -1,6 +1,6 @@
 """Exceptions raised by the detector layer.
 
-Every message says what was expected, what came instead and what to do.
+Every message states what was expected, what came instead and what to do.
 
     DetectorError
     ├── TrainingDataError            the training frame cannot be profiled

@@ -44,7 +44,9 @@ class ForestScorer(Scorer):
         self.n_trees = n_trees
 
     def _fit(self, check: BlockCheck) -> None:
-        self.forest_ = IsolationForest(n_estimators=self.n_trees, random_state=self.seed)
+        self.forest_ = IsolationForest(
+            n_estimators=self.n_trees, random_state=self.seed
+        )
         self.forest_.fit(self.encoder.unit(check))
         self._compile()
 
@@ -99,7 +101,14 @@ class ForestScorer(Scorer):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for name in ("_roots", "_left", "_right", "_feature", "_threshold", "_leaf_value"):
+        for name in (
+            "_roots",
+            "_left",
+            "_right",
+            "_feature",
+            "_threshold",
+            "_leaf_value",
+        ):
             state.pop(name, None)
         return state
 
@@ -128,4 +137,6 @@ def _average_path_length(samples: int) -> float:
         return 0.0
     if samples == 2:
         return 1.0
-    return 2.0 * (math.log(samples - 1.0) + _EULER_GAMMA) - 2.0 * (samples - 1.0) / samples
+    return (
+        2.0 * (math.log(samples - 1.0) + _EULER_GAMMA) - 2.0 * (samples - 1.0) / samples
+    )

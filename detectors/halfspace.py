@@ -1,10 +1,10 @@
 """river's Half-Space Trees as the online part of the outlier detector.
 
 river's ``HalfSpaceTrees`` (river 0.26) scores a row from the reference
-masses (``r_mass``) of the nodes on its path; those change only when a
-window of ``window_size`` learned rows is complete, at which point the
-masses counted in that window (``l_mass``) replace them. Three consequences
-shape this module:
+masses (``r_mass``) of the nodes on its path. Those change only when a
+window of ``window_size`` learned rows is complete: then the masses counted
+in that window (``l_mass``) replace them. Three consequences shape this
+module:
 
 - Within a window, learning does not change any score. A block can be
   scored at once, vectorised over rows and trees from arrays copied out of
@@ -179,7 +179,9 @@ class HalfSpaceScorer(Scorer):
     def _compile(self) -> None:
         """Copy each tree's splits into arrays indexed in heap order."""
         size = 2 ** (self.height + 1) - 1
-        index_of = {name: position for position, name in enumerate(self.profile.features)}
+        index_of = {
+            name: position for position, name in enumerate(self.profile.features)
+        }
         self._nodes = [[None] * size for _ in range(self.n_trees)]
         self._feature = np.zeros((self.n_trees, size), dtype=np.int64)
         self._threshold = np.zeros((self.n_trees, size))
@@ -210,7 +212,9 @@ class HalfSpaceScorer(Scorer):
         row_index = np.arange(len(encoded))[:, None]
         for depth in range(self.height + 1):
             flat = (trees * size + node).ravel()
-            counts += np.bincount(flat, minlength=self.n_trees * size).reshape(counts.shape)
+            counts += np.bincount(flat, minlength=self.n_trees * size).reshape(
+                counts.shape
+            )
             if depth == self.height:
                 break
             values = encoded[row_index, self._feature[trees, node]]

@@ -49,8 +49,10 @@ class ModelVersion:
     ...                       "sex": ["F", "M"] * 250})
     >>> mv = train_model(frame, model="census", version=1)
     >>> out = mv.score_frame(pd.DataFrame({"age": [30.0, 99.0], "sex": ["F", "X"]}))
-    >>> out[["is_outlier", "status_age", "status_sex"]].to_dict("records")
-    [{'is_outlier': False, 'status_age': 'ok', 'status_sex': 'ok'}, {'is_outlier': True, 'status_age': 'above_max', 'status_sex': 'unseen_category'}]
+    >>> for row in out[["is_outlier", "status_age", "status_sex"]].to_dict("records"):
+    ...     print(row)
+    {'is_outlier': False, 'status_age': 'ok', 'status_sex': 'ok'}
+    {'is_outlier': True, 'status_age': 'above_max', 'status_sex': 'unseen_category'}
     """
 
     model: str
@@ -152,7 +154,9 @@ class ModelVersion:
         }
         files = {
             PROFILE_FILE: self.profile.to_json().encode(),
-            DETECTOR_FILE: pickle.dumps(self.detector, protocol=pickle.HIGHEST_PROTOCOL),
+            DETECTOR_FILE: pickle.dumps(
+                self.detector, protocol=pickle.HIGHEST_PROTOCOL
+            ),
             CALIBRATION_FILE: (json.dumps(calibration, indent=2) + "\n").encode(),
         }
         manifest = {
@@ -165,7 +169,9 @@ class ModelVersion:
             "target_alert_rate": self.target_alert_rate,
         }
         write_version(directory, files, manifest, overwrite=overwrite)
-        logger.info("saved model version %s:%s to %s", self.model, self.version, directory)
+        logger.info(
+            "saved model version %s:%s to %s", self.model, self.version, directory
+        )
 
 
 def train_model(
@@ -177,15 +183,23 @@ def train_model(
     kinds: Mapping[str, str] | None = None,
     target_alert_rate: float = 0.01,
     seed: int = 0,
+    contamination: float = 0.0,
 ) -> ModelVersion:
     """Profile the training frame, fit ``auto_od`` and calibrate its threshold.
 
-    See :func:`detectors.profile.build_profile` for the errors raised on bad
-    training data.
+    ``target``, ``exclude`` and ``kinds`` are passed to
+    :func:`detectors.profile.build_profile`, which lists the errors raised on
+    bad training data. ``target_alert_rate`` and ``contamination`` are
+    described in :class:`detectors.auto_od.AutoOutlierDetector`.
     """
     started = time.perf_counter()
     profile = build_profile(frame, target=target, exclude=exclude, kinds=kinds)
-    detector = AutoOutlierDetector(profile, seed=seed, target_alert_rate=target_alert_rate)
+    detector = AutoOutlierDetector(
+        profile,
+        seed=seed,
+        target_alert_rate=target_alert_rate,
+        contamination=contamination,
+    )
     detector.fit(check_block(profile, frame))
     logger.info(
         "trained %s:%s on %d rows, %d features in %.1f s, threshold %.4g",
@@ -241,4 +255,3 @@ def load_model(store: str | os.PathLike[str], model: str, version: int) -> Model
         created=manifest["created"],
         oddwatch_version=manifest["oddwatch_version"],
     )
-

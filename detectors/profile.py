@@ -23,11 +23,11 @@ from .errors import (
 )
 from .values import (
     BOOL,
+    CLASS_NAMES,
     MISSING,
     NUMBER,
     OTHER,
     STRING,
-    CLASS_NAMES,
     category_keys,
     classify_column,
 )
@@ -49,7 +49,7 @@ QUANTILE_LEVELS = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 
 
 class FeatureKind(enum.StrEnum):
-    """How the values of a feature are compared with training."""
+    """Kind of a feature, which sets the rules its values are checked by."""
 
     NUMERIC = "numeric"
     CATEGORICAL = "categorical"
@@ -126,7 +126,7 @@ class FeatureProfile:
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """Training profile of a model version: one :class:`FeatureProfile` a feature.
+    """Training profile of a model version: one :class:`FeatureProfile` per feature.
 
     Examples
     --------
@@ -212,11 +212,11 @@ def build_profile(
     UnknownColumnError
         A target, excluded or ``kinds`` column is not in the frame.
     InfiniteValuesError
-        A numeric column holds +inf or -inf. Training rejects them because
+        A numeric column contains +inf or -inf. Training rejects them because
         they would make the training range unbounded.
     MixedTypesError
-        One column mixes numbers with strings or booleans, or holds values
-        such as lists that no feature kind accepts.
+        One column mixes numbers with strings or booleans, or contains
+        values such as lists that no feature kind accepts.
     InvalidKindError
         A ``kinds`` entry names an unknown kind or does not fit the column.
 
@@ -301,7 +301,9 @@ def _profile_column(name: str, column: pd.Series, kind: str | None) -> FeaturePr
         feature = _categorical_profile(name, keys, missing_share)
 
     for flag in feature.flags:
-        logger.warning("training column %r is %s; it is kept in the profile", name, flag)
+        logger.warning(
+            "training column %r is %s; it is kept in the profile", name, flag
+        )
     return feature
 
 
@@ -312,7 +314,8 @@ def _feature_kind(
     if OTHER in found:
         raise MixedTypesError(
             f"column {name!r}: expected numbers, strings or booleans, got "
-            f"{_describe_mix(column, classes)}; exclude the column or convert its values"
+            f"{_describe_mix(column, classes)}; exclude the column or convert its "
+            "values"
         )
     if kind is not None:
         return _checked_override(name, column, classes, found, kind)
@@ -362,7 +365,9 @@ def _checked_override(
     return feature_kind
 
 
-def _numeric_profile(name: str, values: np.ndarray, missing_share: float) -> FeatureProfile:
+def _numeric_profile(
+    name: str, values: np.ndarray, missing_share: float
+) -> FeatureProfile:
     infinite = np.isinf(values)
     if infinite.any():
         positive = int((values[infinite] > 0).sum())

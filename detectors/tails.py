@@ -1,10 +1,10 @@
 """Per-feature tail probabilities scored against the training distribution.
 
 The score follows ECOD (Li et al., "ECOD: Unsupervised Outlier Detection
-Using Empirical Cumulative Distribution Functions", IEEE TKDE 2022): each
+Using Empirical Cumulative Distribution Functions", IEEE TKDE 2022). Each
 numeric value gets the negative log of its left and right empirical tail
-probabilities among the training values, and the row score is the largest
-of three sums over features: all left tails, all right tails, and for each
+probabilities among the training values. The row score is the largest of
+three sums over features: all left tails, all right tails, and for each
 feature the tail on the side its training distribution is skewed to.
 
 Two additions make it fit the product. A categorical value contributes
@@ -85,7 +85,9 @@ class TailScorer(Scorer):
                 right += term
                 skewed += term
                 continue
-            feature_left, feature_right = self._numeric_terms(name, check, unit[:, index])
+            feature_left, feature_right = self._numeric_terms(
+                name, check, unit[:, index]
+            )
             left += feature_left
             right += feature_right
             skewed += feature_right if self.right_skewed_[name] else feature_left

@@ -138,7 +138,9 @@ def as_object_array(values: Iterable[Any]) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def classify_column(values: pd.Series | np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+def classify_column(
+    values: pd.Series | np.ndarray | list,
+) -> tuple[np.ndarray, np.ndarray]:
     """Classify every value of one column.
 
     Returns
@@ -201,4 +203,3 @@ def category_keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     usable = (classes == NUMBER) | (classes == BOOL) | (classes == STRING)
     keys[usable] = [category_key(value) for value in values[usable]]
     return keys
-
