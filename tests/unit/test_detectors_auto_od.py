@@ -81,7 +81,11 @@ def test_normal_rows_learned(detector, train):
 def test_learn_false_keeps_state(detector, stream):
     state = copy.deepcopy(detector.halfspace.model_)
     detector.score_and_learn(stream, learn=False)
-    masses = [(n.l_mass, n.r_mass) for t in detector.halfspace.model_.trees for n in t.iter_dfs()]
+    masses = [
+        (n.l_mass, n.r_mass)
+        for t in detector.halfspace.model_.trees
+        for n in t.iter_dfs()
+    ]
     expected = [(n.l_mass, n.r_mass) for t in state.trees for n in t.iter_dfs()]
     assert masses == expected
 
@@ -114,7 +118,9 @@ def halfspace(train):
 def test_halfspace_scores_equal_river_score_one(halfspace, stream):
     encoded = halfspace.encoder.bounded(halfspace.check(stream))
     river = [halfspace.model_.score_one(halfspace._as_dict(row)) for row in encoded]
-    np.testing.assert_allclose(halfspace.score_encoded(encoded), river, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        halfspace.score_encoded(encoded), river, rtol=0, atol=1e-12
+    )
 
 
 def test_halfspace_block_learning_equals_learn_one(halfspace, stream):

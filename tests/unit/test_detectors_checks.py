@@ -143,7 +143,9 @@ json_values = st.one_of(
     st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
 )
 records = st.lists(
-    st.dictionaries(st.sampled_from(["age", "income", "sex", "grade", "extra"]), json_values),
+    st.dictionaries(
+        st.sampled_from(["age", "income", "sex", "grade", "extra"]), json_values
+    ),
     min_size=1,
     max_size=30,
 )
@@ -154,5 +156,7 @@ records = st.lists(
 def test_check_block_equals_check_record(profile, rows):
     statuses = check_block(profile, rows).statuses
     for position, row in enumerate(rows):
-        expected = {name: str(status) for name, status in check_record(profile, row).items()}
+        expected = {
+            name: str(status) for name, status in check_record(profile, row).items()
+        }
         assert statuses.iloc[position].to_dict() == expected

@@ -88,13 +88,17 @@ def test_auc_above_floor(fitted, dataset):
 def test_pickle_round_trip_same_scores(fitted, dataset):
     stream = dataset[1]
     restored = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_array_equal(restored.score_block(stream), fitted.score_block(stream))
+    np.testing.assert_array_equal(
+        restored.score_block(stream), fitted.score_block(stream)
+    )
 
 
 def test_column_order_irrelevant(fitted, dataset):
     stream = dataset[1]
     reordered = stream[list(reversed(stream.columns))]
-    np.testing.assert_array_equal(fitted.score_block(reordered), fitted.score_block(stream))
+    np.testing.assert_array_equal(
+        fitted.score_block(reordered), fitted.score_block(stream)
+    )
 
 
 def test_records_score_like_frame(fitted, dataset):
@@ -106,7 +110,9 @@ def test_records_score_like_frame(fitted, dataset):
 def test_extra_feature_ignored(fitted, dataset):
     stream = dataset[1]
     widened = stream.assign(host=["a"] * len(stream), cpu=1.5)
-    np.testing.assert_array_equal(fitted.score_block(widened), fitted.score_block(stream))
+    np.testing.assert_array_equal(
+        fitted.score_block(widened), fitted.score_block(stream)
+    )
 
 
 def test_missing_feature_scored_as_missing(fitted, dataset):

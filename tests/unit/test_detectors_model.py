@@ -24,7 +24,9 @@ def frame():
         {
             "age": rng.integers(18, 80, rows),
             "hours": rng.normal(40, 8, rows),
-            "sector": rng.choice(["private", "public", "self"], rows, p=[0.7, 0.2, 0.1]),
+            "sector": rng.choice(
+                ["private", "public", "self"], rows, p=[0.7, 0.2, 0.1]
+            ),
             "income": rng.choice(["<=50K", ">50K"], rows),
         }
     )
@@ -54,8 +56,10 @@ def test_score_frame_columns(trained, frame):
 
 def test_score_block_flags_far_row(trained):
     scores = trained.score_block(
-        [{"age": 40, "hours": 40.0, "sector": "private"},
-         {"age": 200, "hours": 400.0, "sector": "space"}],
+        [
+            {"age": 40, "hours": 40.0, "sector": "private"},
+            {"age": 200, "hours": 400.0, "sector": "space"},
+        ],
         learn=False,
     )
     assert scores[0] <= trained.threshold
@@ -68,14 +72,20 @@ def test_save_load_same_scores(trained, frame, tmp_path):
     assert loaded.profile == trained.profile
     assert loaded.threshold == trained.threshold
     expected = trained.score_block(frame.head(300), learn=False)
-    np.testing.assert_array_equal(loaded.score_block(frame.head(300), learn=False), expected)
+    np.testing.assert_array_equal(
+        loaded.score_block(frame.head(300), learn=False), expected
+    )
 
 
 def test_saved_files_and_manifest(trained, tmp_path):
     trained.save(tmp_path)
     directory = tmp_path / "census" / "1"
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert sorted(manifest["files"]) == ["calibration.json", "detector.pkl", "profile.json"]
+    assert sorted(manifest["files"]) == [
+        "calibration.json",
+        "detector.pkl",
+        "profile.json",
+    ]
     assert manifest["artifact_format"] == 1
     assert manifest["training_rows"] == 2000
     assert manifest["oddwatch_version"]
@@ -93,7 +103,9 @@ def test_load_checksum_mismatch_names_file(trained, tmp_path):
     trained.save(tmp_path)
     path = tmp_path / "census" / "1" / "profile.json"
     path.write_text(path.read_text().replace('"rows": 2000', '"rows": 2001'))
-    with pytest.raises(ChecksumMismatchError, match="profile.json.*expected sha256.*retrain"):
+    with pytest.raises(
+        ChecksumMismatchError, match="profile.json.*expected sha256.*retrain"
+    ):
         load_model(tmp_path, "census", 1)
 
 

@@ -130,7 +130,9 @@ def test_unsupported_values_rejected():
 
 
 def test_mixed_column_accepted_as_categorical():
-    profile = build_profile(pd.DataFrame({"zip": [1234, "N/A"]}), kinds={"zip": "categorical"})
+    profile = build_profile(
+        pd.DataFrame({"zip": [1234, "N/A"]}), kinds={"zip": "categorical"}
+    )
     assert profile["zip"].categories == {"1234": 1, "N/A": 1}
 
 
