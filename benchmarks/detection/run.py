@@ -42,16 +42,36 @@ from river.anomaly import HalfSpaceTrees  # noqa: E402
 from sklearn.ensemble import IsolationForest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from detectors import read_table, train_model  # noqa: E402
+from detectors import (  # noqa: E402
+    ForestScorer,
+    HalfSpaceScorer,
+    TailScorer,
+    build_profile,
+    check_block,
+    read_table,
+    train_model,
+)
 
 ADBENCH_SETS = ("cardio", "cover", "http", "mammography", "shuttle", "smtp", "thyroid")
 DEFAULT_ADBENCH = REPO_ROOT.parent / "shared" / "datasets" / "adbench"
 DEFAULT_ADULT = REPO_ROOT.parent / "shared" / "datasets" / "adult"
-ADULT_COLUMNS = (
-    "age workclass fnlwgt education education-num marital-status occupation "
-    "relationship race sex capital-gain capital-loss hours-per-week native-country "
-    "income"
-).split()
+ADULT_COLUMNS = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
+]
 SHUFFLE_SEED = 0
 FOREST_SEEDS = (0, 1, 2, 3, 4)
 
@@ -76,7 +96,9 @@ class Result:
     auc_spread: float = float("nan")
 
 
-def split_rows(name: str, features: np.ndarray, labels: np.ndarray, max_rows: int) -> Split:
+def split_rows(
+    name: str, features: np.ndarray, labels: np.ndarray, max_rows: int
+) -> Split:
     """Shuffle with the fixed seed, cap the rows and cut in half."""
     order = np.random.default_rng(SHUFFLE_SEED).permutation(len(features))[:max_rows]
     features = features[order].astype(np.float64)
@@ -88,7 +110,9 @@ def split_rows(name: str, features: np.ndarray, labels: np.ndarray, max_rows: in
 def run_oddwatch(split: Split) -> Result:
     columns = [f"x{index}" for index in range(split.train.shape[1])]
     started = time.perf_counter()
-    mv = train_model(pd.DataFrame(split.train, columns=columns), model=split.name, version=1)
+    mv = train_model(
+        pd.DataFrame(split.train, columns=columns), model=split.name, version=1
+    )
     scores = mv.score_block(pd.DataFrame(split.stream, columns=columns), learn=True)
     seconds = time.perf_counter() - started
     inliers = split.labels == 0
@@ -122,6 +146,31 @@ def run_halfspace(split: Split) -> Result:
         model.learn_one(x)
     seconds = time.perf_counter() - started
     return Result(roc_auc_score(split.labels, scores), seconds)
+
+
+def print_components(args: argparse.Namespace) -> int:
+    """Print the stream AUC of each auto_od scorer alone, without learning."""
+    scorers = {
+        "tails": TailScorer,
+        "forest": ForestScorer,
+        "halfspace": HalfSpaceScorer,
+    }
+    print(f"{'set':<16} | " + " ".join(f"{name:>9}" for name in scorers))
+    aucs: dict[str, list[float]] = {name: [] for name in scorers}
+    for name in args.sets:
+        split = load_adbench(args.adbench, name, args.max_rows)
+        columns = [f"x{index}" for index in range(split.train.shape[1])]
+        train = pd.DataFrame(split.train, columns=columns)
+        profile = build_profile(train)
+        stream = check_block(profile, pd.DataFrame(split.stream, columns=columns))
+        row = []
+        for scorer_name, scorer in scorers.items():
+            scores = scorer(profile).fit(train).score_block(stream)
+            aucs[scorer_name].append(roc_auc_score(split.labels, scores))
+            row.append(f"{aucs[scorer_name][-1]:>9.3f}")
+        print(f"{name:<16} | " + " ".join(row), flush=True)
+    print(f"{'mean':<16} | " + " ".join(f"{np.mean(v):>9.3f}" for v in aucs.values()))
+    return 0
 
 
 def load_adbench(directory: Path, name: str, max_rows: int) -> Split:
@@ -165,14 +214,17 @@ def print_table(args: argparse.Namespace) -> int:
     if oddwatch_aucs:
         print("-" * len(header))
         print(
-            f"{'mean (ADBench)':<30} | {np.mean(oddwatch_aucs):>8.3f} {'':>6} {'':>5} | "
+            f"{'mean (ADBench)':<30} | {np.mean(oddwatch_aucs):>8.3f} {'':>12} | "
             f"{np.mean(forest_aucs):>7.3f}"
         )
     if args.river_shuttle:
         try:
             split = load_river_shuttle(args.max_rows)
         except Exception as error:  # noqa: BLE001 - any loading failure is reported
-            print(f"{'shuttle (river)':<16} not available: {type(error).__name__}: {error}")
+            print(
+                f"{'shuttle (river)':<16} not available: "
+                f"{type(error).__name__}: {error}"
+            )
         else:
             print_row(split, args)
     return 0
@@ -213,8 +265,11 @@ def measure_rows_per_second(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.detection", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.detection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--adbench",
         type=Path,
@@ -222,18 +277,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="directory of the ADBench .npz files (default: $ODDWATCH_ADBENCH or "
         "../shared/datasets/adbench next to the repository)",
     )
-    parser.add_argument("--adult", type=Path, default=DEFAULT_ADULT,
-                        help="directory holding adult.data.gz and adult.test.gz")
-    parser.add_argument("--sets", nargs="+", default=list(ADBENCH_SETS),
-                        help="ADBench sets to run (default: all seven)")
-    parser.add_argument("--max-rows", type=int, default=60_000,
-                        help="rows kept after shuffling, before the split in half")
-    parser.add_argument("--no-river-shuttle", dest="river_shuttle", action="store_false",
-                        help="skip the Shuttle set bundled with river")
-    parser.add_argument("--rows-per-second", action="store_true",
-                        help="measure offline scoring speed on the Adult test file instead")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs for --rows-per-second; the best is reported")
+    parser.add_argument(
+        "--adult",
+        type=Path,
+        default=DEFAULT_ADULT,
+        help="directory holding adult.data.gz and adult.test.gz",
+    )
+    parser.add_argument(
+        "--sets",
+        nargs="+",
+        default=list(ADBENCH_SETS),
+        help="ADBench sets to run (default: all seven)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=60_000,
+        help="rows kept after shuffling, before the split in half",
+    )
+    parser.add_argument(
+        "--no-river-shuttle",
+        dest="river_shuttle",
+        action="store_false",
+        help="skip the Shuttle set bundled with river",
+    )
+    parser.add_argument(
+        "--rows-per-second",
+        action="store_true",
+        help="measure offline scoring speed on the Adult test file instead",
+    )
+    parser.add_argument(
+        "--components",
+        action="store_true",
+        help="print the AUC of each auto_od scorer alone instead",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs for --rows-per-second; the best is reported",
+    )
     return parser.parse_args(argv)
 
 
@@ -241,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rows_per_second:
         return measure_rows_per_second(args)
+    if args.components:
+        return print_components(args)
     return print_table(args)
 
 
