@@ -250,6 +250,12 @@ def _frame_columns(
     profile: Profile, frame: pd.DataFrame, known: set[str]
 ) -> tuple[dict[str, Any], list[list[str]]]:
     frame = frame.set_axis([str(name) for name in frame.columns], axis=1)
+    duplicates = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if duplicates:
+        raise ValueError(
+            f"expected unique column names, got duplicates {duplicates}; rename "
+            "or drop the repeated columns"
+        )
     absent = np.full(len(frame), None, dtype=object)
     columns = {
         name: frame[name] if name in frame.columns else absent

@@ -6,10 +6,10 @@ window of ``window_size`` learned rows is complete: then the masses counted
 in that window (``l_mass``) replace them. Three consequences shape this
 module:
 
-- Within a window, learning does not change any score. A block can be
+- Within a window, learning does not change any score. So a block can be
   scored at once, vectorised over rows and trees from arrays copied out of
-  the river trees, and still give exactly the scores of score-then-learn one
-  row at a time, as long as the copy is refreshed at each window change.
+  the river trees. The scores equal those of score-then-learn one row at a
+  time, because the copy is refreshed at each window change.
 - After learning the training rows one by one, river would keep only the
   last window's masses. The warm start instead sets every reference mass to
   the node's count over all training rows, scaled to one window.

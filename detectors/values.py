@@ -165,9 +165,7 @@ def _classify_typed_series(series: pd.Series) -> tuple[np.ndarray, np.ndarray] |
     size = len(series)
     if pd.api.types.is_bool_dtype(dtype) and not series.hasnans:
         return np.full(size, BOOL, np.int8), np.full(size, np.nan)
-    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        if not isinstance(dtype, np.dtype):
-            return None
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
         numbers_ = series.to_numpy(dtype=np.float64)
         classes = np.where(np.isnan(numbers_), MISSING, NUMBER).astype(np.int8)
         return classes, numbers_
