@@ -160,3 +160,9 @@ def test_check_block_equals_check_record(profile, rows):
             name: str(status) for name, status in check_record(profile, row).items()
         }
         assert statuses.iloc[position].to_dict() == expected
+
+
+def test_check_block_duplicate_columns_rejected(profile):
+    frame = pd.DataFrame([[30, 40]], columns=["age", "age"])
+    with pytest.raises(ValueError, match=r"duplicates \['age'\]"):
+        check_block(profile, frame)

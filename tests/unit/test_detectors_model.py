@@ -156,3 +156,34 @@ def test_detector_state_round_trip(trained, frame):
     trained.restore_detector_state(state)
     again = trained.score_block(frame.head(400), learn=True)
     np.testing.assert_array_equal(first, again)
+
+
+def test_score_frame_keeps_index(trained, frame):
+    rows = frame.head(4).set_axis(["a", "b", "c", "d"])
+    out = trained.score_frame(rows, learn=False)
+    assert list(out.index) == ["a", "b", "c", "d"]
+
+
+def test_score_block_reuses_check(trained, frame):
+    records = frame.head(20).to_dict("records")
+    check = trained.check_block(records)
+    np.testing.assert_array_equal(
+        trained.score_block(check, learn=False),
+        trained.score_block(records, learn=False),
+    )
+
+
+def test_contamination_lowers_threshold(frame):
+    plain = train_model(frame, model="m", version=1, target="income")
+    dirty = train_model(
+        frame, model="m", version=1, target="income", contamination=0.05
+    )
+    expected = np.quantile(plain.calibration_scores, 0.95 * 0.99)
+    assert dirty.threshold == pytest.approx(expected)
+    assert dirty.threshold < plain.threshold
+
+
+def test_restore_state_of_other_version_rejected(trained, frame):
+    other = train_model(frame, model="census", version=2, target="income")
+    with pytest.raises(ArtifactFormatError, match="census:1, got format 1 of census:2"):
+        trained.restore_detector_state(other.detector_state())
