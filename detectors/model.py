@@ -43,6 +43,9 @@ STATE_FORMAT = 1
 class ModelVersion:
     """A trained model version: profile, outlier detector and threshold.
 
+    Scoring with ``learn=True`` changes the online detector, so one instance
+    must not be used from several threads at once.
+
     Examples
     --------
     >>> frame = pd.DataFrame({"age": [float(20 + i % 40) for i in range(500)],
@@ -87,8 +90,10 @@ class ModelVersion:
     def score_block(self, data: Block, learn: bool = True) -> np.ndarray:
         """Score rows in order; with ``learn``, normal rows are learned as they pass.
 
-        Returns float64 scores, higher for more anomalous rows; a row is an
-        outlier when its score is above :attr:`threshold`.
+        Returns float64 scores, higher for more anomalous rows. A row is an
+        outlier when its score is above :attr:`threshold`, and outliers are
+        never learned. Scoring a block gives the same scores, up to float
+        rounding, as scoring its rows one call at a time.
         """
         return self.detector.score_and_learn(self.check_block(data), learn=learn)
 
