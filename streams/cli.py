@@ -259,6 +259,29 @@ def replay(
 
 
 @app.command()
+def redeliver(
+    reason: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Re-send only dead letters with this reason code, such as "
+            "model_not_registered. Repeatable; all reasons if unset."
+        ),
+    ] = None,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
+) -> None:
+    """Send dead letters back to the predictions topic once their cause is fixed."""
+    from streams.redeliver import redeliver as redeliver_letters
+
+    settings = Settings.from_env(kafka=kafka, topic_prefix=topic_prefix)
+    sent, skipped = redeliver_letters(settings, reason or [])
+    typer.echo(
+        f"re-sent {sent} dead letters to {settings.topic('predictions')}, "
+        f"skipped {skipped}"
+    )
+
+
+@app.command()
 def sql(
     query: Annotated[
         str, typer.Argument(help="SQL to run, e.g. 'SELECT count() FROM events'.")

@@ -165,3 +165,7 @@ def render_schema() -> str:
         parts.append(f"-- migration {number}: {title}")
         parts.extend(statement.strip() + ";\n" for statement in statements)
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render_schema(), end="")

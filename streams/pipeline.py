@@ -21,6 +21,7 @@ import pandas as pd
 
 from detectors import ModelVersion, Status
 from schemas import (
+    MAX_DEAD_LETTER_ORIGINAL,
     Alert,
     AlertKind,
     BatchHealth,
@@ -35,7 +36,7 @@ from schemas import BatchSummary as BatchRecord
 from schemas import CheckCount as CheckRecord
 from schemas.record import format_time
 from streams.batching import Batcher, BatchSummary, Health
-from streams.records import MAX_DEAD_LETTER_ORIGINAL, DeadLetter, RawMessage
+from streams.records import DeadLetter, RawMessage
 from streams.registry import (
     ModelNotFound,
     ModelRegistry,

@@ -1,17 +1,11 @@
-"""Kafka messages as oddwatch receives them, and dead letters."""
+"""Kafka messages as oddwatch receives them, and rejected ones."""
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
+from schemas import DeadLetter as DeadLetterRecord
 
 __all__ = ["DeadLetter", "RawMessage"]
-
-# Dead letters carry the original bytes base64-encoded; beyond this size they
-# keep only the head, so the dead letter still fits under Kafka's default
-# 1 MB message limit. ``original_size`` tells the full size.
-MAX_DEAD_LETTER_ORIGINAL = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +34,19 @@ class DeadLetter:
     reason: str
     field: str = ""
 
+    def to_record(self) -> DeadLetterRecord:
+        """Return the record published to the ``deadletter`` topic."""
+        return DeadLetterRecord.from_original(
+            self.message.value,
+            reason_code=self.reason_code,
+            reason=self.reason,
+            field=self.field,
+            topic=self.message.topic,
+            partition=self.message.partition,
+            offset=self.message.offset,
+            received_at=self.message.received_at,
+        )
+
     def to_json(self) -> bytes:
         """Encode as the value of a ``deadletter`` topic message."""
-        original = self.message.value
-        truncated = len(original) > MAX_DEAD_LETTER_ORIGINAL
-        kept = original[:MAX_DEAD_LETTER_ORIGINAL]
-        return orjson.dumps(
-            {
-                "reason_code": self.reason_code,
-                "reason": self.reason,
-                "field": self.field,
-                "topic": self.message.topic,
-                "partition": self.message.partition,
-                "offset": self.message.offset,
-                "received_at": self.message.received_at.isoformat(),
-                "original_base64": base64.b64encode(kept).decode("ascii"),
-                "original_size": len(original),
-                "original_truncated": truncated,
-            }
-        )
+        return self.to_record().to_json()

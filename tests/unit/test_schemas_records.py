@@ -502,25 +502,6 @@ def test_dead_letter_truncated_needs_missing_bytes():
     assert _field_of(DeadLetter, document) == "original_truncated"
 
 
-def test_dead_letter_reads_streams_output():
-    from streams.records import DeadLetter as StreamDeadLetter
-    from streams.records import RawMessage
-
-    message = RawMessage(
-        topic="oddwatch.predictions",
-        partition=2,
-        offset=7,
-        key=b"census",
-        value=b"not json",
-        received_at=datetime(2026, 12, 4, 15, 0, 0, 123456, tzinfo=UTC),
-    )
-    raw = StreamDeadLetter(message, "invalid_json", "expected JSON").to_json()
-    letter = DeadLetter.from_json(raw)
-    assert letter.original == b"not json"
-    assert letter.offset == 7
-    assert letter.received_at == message.received_at
-
-
 def test_prediction_from_json_defaults_to_now():
     raw = b'{"model": "m", "version": 1, "request_id": "r", "features": {}}'
     before = datetime.now(UTC)

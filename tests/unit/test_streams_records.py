@@ -5,9 +5,10 @@ from datetime import UTC, datetime
 
 import orjson
 
+from schemas import MAX_DEAD_LETTER_ORIGINAL
 from streams.app import deduplication_token
 from streams.ddl import render_schema
-from streams.records import MAX_DEAD_LETTER_ORIGINAL, DeadLetter, RawMessage
+from streams.records import DeadLetter, RawMessage
 from tests.conftest import ROOT
 
 NOW = datetime(2026, 12, 4, tzinfo=UTC)
@@ -48,5 +49,5 @@ def test_shipped_schema_matches_migrations():
     shipped = (ROOT / "deploy" / "clickhouse" / "schema.sql").read_text()
     assert shipped == render_schema(), (
         "deploy/clickhouse/schema.sql is stale; regenerate it with "
-        "python -c 'from streams.ddl import render_schema; print(render_schema(), end=\"\")'"
+        "`python -m streams.ddl > deploy/clickhouse/schema.sql`"
     )
