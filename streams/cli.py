@@ -329,14 +329,75 @@ def demo(
     run_demo(Settings.from_env(kafka=kafka), data_dir)
 
 
+@app.command()
+def report(
+    model: ModelOption,
+    version: VersionOption,
+    out: Annotated[
+        Path, typer.Option(dir_okay=False, help="HTML file to write.")
+    ] = Path("report.html"),
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Earliest time to show, ISO 8601, e.g. 2026-12-04T15:00:00Z; "
+            "a time without offset is UTC. All stored events if unset."
+        ),
+    ] = None,
+    detail_batches: Annotated[
+        int,
+        typer.Option(min=0, help="Most recent batches whose requests the page lists."),
+    ] = 50,
+    clickhouse: ClickHouseOption = None,
+) -> None:
+    """Write an HTML report of one model version that opens offline in a browser.
+
+    It shows the check x batch grid, outlier scores against the threshold,
+    the batches with their requests, the alerts with their reasons, and the
+    drift per feature once it is stored. With the embedded engine, stop the
+    worker first: only one process at a time can open its directory.
+    """
+    from datetime import UTC, datetime
+
+    from streams.report import write_report
+    from streams.storage import Storage
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            raise OddwatchError(
+                f"--since {since!r} is not an ISO 8601 time; expected e.g. "
+                "2026-12-04T15:00:00Z or 2026-12-04"
+            ) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+    settings = Settings.from_env(clickhouse=clickhouse)
+    with Storage.connect(settings.clickhouse, migrate=False) as storage:
+        data = write_report(
+            storage,
+            out,
+            model=model,
+            version=version,
+            since=start,
+            detail_batches=detail_batches,
+        )
+    typer.echo(
+        f"wrote {out}: {data.events} events, {data.outliers} outliers, "
+        f"{len(data.batches)} batches, {data.alert_count} alerts"
+    )
+
+
 def main() -> None:
     """Run the command line; print oddwatch's own errors without a traceback."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from detectors import DetectorError
 
     try:
+        level = Settings.from_env().log_level
+        logging.basicConfig(
+            level=level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         app()
     except (OddwatchError, DetectorError) as error:
         typer.echo(f"error: {error}", err=True)

@@ -222,10 +222,11 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     classifier = fit_classifier(train)
     accuracy = _write_events(classifier, test, events_file)
     print(f"  classifier accuracy on adult.test: {accuracy:.3f}")
+    quiet = {**env, "ODDWATCH_LOG_LEVEL": "warning"}
     subprocess.run(
         [*oddwatch, "train", "--model", "census", "--version", "1",
          "--data", str(train_csv), "--target", "income"],
-        env=env, check=True,
+        env=quiet, check=True,
     )  # fmt: skip
     print(f"  took {time.monotonic() - started:.1f} s")
 
@@ -241,7 +242,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         )
         started = time.monotonic()
         subprocess.run(
-            [*oddwatch, "replay", "--data", str(events_file)], env=env, check=True
+            [*oddwatch, "replay", "--data", str(events_file)], env=quiet, check=True
         )
         topic = env["ODDWATCH_TOPIC_PREFIX"] + "predictions"
         waited = wait_until_consumed(

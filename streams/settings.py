@@ -60,6 +60,7 @@ class Settings:
     """Events after which a batch closes before its window ends."""
 
     log_level: str = "info"
+    """Logging level: debug, info, warning or error."""
 
     @classmethod
     def from_env(
@@ -103,6 +104,11 @@ class Settings:
         if self.block_timeout <= 0:
             raise ConfigError(
                 f"block_timeout must be more than 0 seconds, got {self.block_timeout}"
+            )
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log level {self.log_level!r} is invalid; expected debug, info, "
+                "warning or error"
             )
         if not self.clickhouse.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(
