@@ -327,6 +327,10 @@ class Batcher:
         Number of events at which a batch closes before its window ends.
     health_cutoffs
         Shares passed that set the health levels.
+    partition
+        Kafka partition whose events this batcher sees. When given, batch ids
+        carry it (``.../p3-000001``), so the batchers of several partitions
+        never give two batches the same id.
 
     NOTE: the state of a model version (its current window and sequence) is
     kept for as long as the batcher lives, because forgetting it would let a
@@ -339,6 +343,7 @@ class Batcher:
         batch_size: int = 100,
         *,
         health_cutoffs: HealthCutoffs | None = None,
+        partition: int | None = None,
     ) -> None:
         milliseconds = float(window_seconds) * 1000
         window_ms = round(milliseconds) if math.isfinite(milliseconds) else 0
@@ -354,6 +359,7 @@ class Batcher:
         self.window_ms = window_ms
         self.batch_size = batch_size
         self.health_cutoffs = health_cutoffs or HealthCutoffs()
+        self.partition = partition
         self._streams: dict[tuple[str, int], _Stream] = {}
 
     def assign(
@@ -421,7 +427,9 @@ class Batcher:
             for key, passed_count in zip(check_keys, passed_counts[index], strict=True):
                 batch.checked[key] = batch.checked.get(key, 0) + size
                 batch.passed[key] = batch.passed.get(key, 0) + passed_count
-            batch_id = _batch_id(model, version, stream.window_start, batch.sequence)
+            batch_id = _batch_id(
+                model, version, stream.window_start, batch.sequence, self.partition
+            )
             batch_ids.extend([batch_id] * size)
             if batch.events >= self.batch_size:
                 closed.append(self._close(model, version, stream, ClosedBy.SIZE))
@@ -447,6 +455,15 @@ class Batcher:
             if stream.open is not None and window_end <= deadline:
                 closed.append(self._close(model, version, stream, ClosedBy.TIME))
         return closed
+
+    def open_batch_ids(self) -> list[str]:
+        """Return the ids of the batches that are open now."""
+        return [
+            _batch_id(model, version, stream.window_start, stream.open.sequence,
+                      self.partition)
+            for (model, version), stream in self._streams.items()
+            if stream.open is not None
+        ]  # fmt: skip
 
     def close_all(self) -> list[BatchSummary]:
         """Close every open batch, with ``closed_by="shutdown"``.
@@ -525,7 +542,9 @@ class Batcher:
         total_checked = sum(check.checked for check in checks)
         total_passed = sum(check.passed for check in checks)
         worst_share = min(check.passed / check.checked for check in checks)
-        batch_id = _batch_id(model, version, stream.window_start, batch.sequence)
+        batch_id = _batch_id(
+            model, version, stream.window_start, batch.sequence, self.partition
+        )
         log.debug(
             "closed batch %s by %s with %d events", batch_id, closed_by, batch.events
         )
@@ -640,8 +659,12 @@ def _from_milliseconds(milliseconds: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=milliseconds)
 
 
-def _batch_id(model: str, version: int, window_start: int, sequence: int) -> str:
+def _batch_id(
+    model: str, version: int, window_start: int, sequence: int, partition: int | None
+) -> str:
     start = _from_milliseconds(window_start)
     timespec = "seconds" if window_start % 1000 == 0 else "milliseconds"
     text = start.isoformat(timespec=timespec).replace("+00:00", "Z")
-    return f"{model}/{version}/{text}/{sequence:06d}"
+    if partition is None:
+        return f"{model}/{version}/{text}/{sequence:06d}"
+    return f"{model}/{version}/{text}/p{partition}-{sequence:06d}"

@@ -5,11 +5,12 @@ a later release appends migrations and never edits an applied one. Every
 statement is idempotent (``IF NOT EXISTS``), so a migration interrupted half
 way can run again.
 
-Duplicate rows from replayed Kafka offsets are removed in two ways:
-``insert_deduplication_token`` drops a repeated block at insert time, and the
-ReplacingMergeTree sorting key, which contains the ``request_id``, removes
-duplicates that a different block cut let through, at merge time or with
-``FINAL``.
+Replayed Kafka offsets never double a row: every row carries the partition
+and offset it came from, and the ``sink_journal`` table records how far each
+partition is stored (see :mod:`streams.journal`). The ReplacingMergeTree
+sorting keys, which contain the ``request_id`` or ``batch_id``, also collapse
+an event a producer sent twice under the same request id, at merge time or
+with ``FINAL``.
 """
 
 __all__ = ["MIGRATIONS", "render_schema"]
@@ -21,7 +22,7 @@ _DEDUP_WINDOW = "non_replicated_deduplication_window = 10000"
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
         1,
-        "events, checks, batches, alerts and dead letters",
+        "events, checks, batches, alerts, dead letters and the worker journal",
         [
             f"""
 CREATE TABLE IF NOT EXISTS events
@@ -61,7 +62,9 @@ CREATE TABLE IF NOT EXISTS feature_checks
     passed UInt8
         COMMENT '1 when ok, or missing for a feature that was missing in training too',
     value_number Nullable(Float64),
-    value_text Nullable(String)
+    value_text Nullable(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
@@ -81,7 +84,9 @@ CREATE TABLE IF NOT EXISTS batches
     outliers UInt32,
     late_events UInt32,
     pass_share Float64 COMMENT 'passed checks / checked values, over all checks',
-    health LowCardinality(String) COMMENT 'green, yellow, orange or red'
+    health LowCardinality(String) COMMENT 'green, yellow, orange or red',
+    kafka_partition UInt32,
+    kafka_offset UInt64 COMMENT 'last offset of the block that closed the batch'
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -98,7 +103,9 @@ CREATE TABLE IF NOT EXISTS batch_checks
     feature LowCardinality(String) COMMENT 'empty for checks of the whole event',
     check LowCardinality(String) COMMENT 'range, auto_od or a custom metric name',
     checked UInt32,
-    passed UInt32
+    passed UInt32,
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -120,7 +127,9 @@ CREATE TABLE IF NOT EXISTS alerts
     threshold Nullable(Float64),
     health LowCardinality(String) COMMENT 'empty for outlier alerts',
     pass_share Nullable(Float64) COMMENT 'empty for outlier alerts',
-    reasons String COMMENT 'the reasons as a JSON array'
+    reasons String COMMENT 'the reasons as a JSON array',
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
@@ -144,6 +153,35 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (topic, partition, offset)
 SETTINGS {_DEDUP_WINDOW}
+""",
+            """
+CREATE TABLE IF NOT EXISTS sink_journal
+(
+    group String COMMENT 'consumer group of the workers',
+    topic String,
+    partition UInt32,
+    last_offset Int64 COMMENT 'every event up to this offset is stored',
+    batcher_state String COMMENT 'open batches of the partition, pickled',
+    written_at DateTime64(6, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (group, topic, partition, last_offset, written_at)
+TTL toDateTime(written_at) + INTERVAL 7 DAY
+""",
+            """
+CREATE TABLE IF NOT EXISTS detector_snapshots
+(
+    group String,
+    model LowCardinality(String),
+    version UInt32,
+    checksum String COMMENT 'manifest checksum of the artifact the state belongs to',
+    events_learned UInt64,
+    state String COMMENT 'the online detector state, pickled',
+    taken_at DateTime64(6, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (group, model, version, taken_at)
+TTL toDateTime(taken_at) + INTERVAL 7 DAY
 """,
         ],
     ),

@@ -11,6 +11,7 @@ block's offsets.
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,19 +108,21 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 CHECK_COLUMNS = (
     "model", "version", "request_id", "event_time", "batch_id", "feature", "status",
-    "passed", "value_number", "value_text",
+    "passed", "value_number", "value_text", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-BATCH_COLUMNS = (
+BATCH_SUMMARY_COLUMNS = (
     "model", "version", "batch_id", "window_start", "window_end", "closed_by",
     "events", "outliers", "late_events", "pass_share", "health",
 )  # fmt: skip
+BATCH_COLUMNS = (*BATCH_SUMMARY_COLUMNS, "kafka_partition", "kafka_offset")
 BATCH_CHECK_COLUMNS = (
     "model", "version", "batch_id", "window_start", "feature", "check", "checked",
-    "passed",
+    "passed", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 ALERT_COLUMNS = (
     "alert_id", "kind", "model", "version", "created_at", "occurred_at", "batch_id",
     "request_id", "score", "threshold", "health", "pass_share", "reasons",
+    "kafka_partition", "kafka_offset",
 )  # fmt: skip
 DEAD_LETTER_COLUMNS = (
     "received_at", "topic", "partition", "offset", "reason_code", "reason", "field",
@@ -128,19 +131,73 @@ DEAD_LETTER_COLUMNS = (
 
 
 class Pipeline:
-    """Score blocks of messages with the registry's models and one batcher.
+    """Score blocks of messages with the registry's models and one batcher a partition.
+
+    Each Kafka partition has its own :class:`Batcher`, so the open batches of
+    a partition can be saved and restored with its offsets, and a partition
+    that moves to another worker takes its batches along.
 
     Not thread-safe; the worker calls it from one thread at a time.
     """
 
-    def __init__(self, registry: ModelRegistry, batcher: Batcher) -> None:
+    def __init__(
+        self, registry: ModelRegistry, make_batcher: Callable[[int], Batcher] | Batcher
+    ) -> None:
         self.registry = registry
-        self.batcher = batcher
+        if isinstance(make_batcher, Batcher):
+            # One batcher for every partition: fine for a single partition.
+            shared = make_batcher
+            self.make_batcher: Callable[[int], Batcher] = lambda _partition: shared
+        else:
+            self.make_batcher = make_batcher
+        self.batchers: dict[tuple[str, int], Batcher] = {}
+
+    def batcher(self, topic: str, partition: int) -> Batcher:
+        """Return the batcher of a partition, creating it on first use."""
+        key = (topic, partition)
+        if key not in self.batchers:
+            self.batchers[key] = self.make_batcher(partition)
+        return self.batchers[key]
 
     def process(self, messages: list[RawMessage]) -> BlockOutput:
         """Validate, check and score ``messages``; learn from the inliers."""
         output = BlockOutput()
         self.registry.refresh()
+        partitions: dict[tuple[str, int], list[RawMessage]] = defaultdict(list)
+        for message in messages:
+            partitions[(message.topic, message.partition)].append(message)
+        for (topic, partition), members in partitions.items():
+            self._process_partition(output, topic, partition, members)
+        return output
+
+    def close_idle(
+        self,
+        now: datetime,
+        idle_seconds: float,
+        last_offsets: dict[tuple[str, int], int],
+    ) -> BlockOutput:
+        """Close batches whose window ended ``idle_seconds`` before ``now``."""
+        output = BlockOutput()
+        for key, batcher in self.batchers.items():
+            closed = batcher.close_idle(now, idle_seconds)
+            self._add_batches(output, closed, key[1], last_offsets.get(key, 0))
+        return output
+
+    def close_all(self, last_offsets: dict[tuple[str, int], int]) -> BlockOutput:
+        """Close every open batch, as on shutdown."""
+        output = BlockOutput()
+        for key, batcher in self.batchers.items():
+            closed = batcher.close_all()
+            self._add_batches(output, closed, key[1], last_offsets.get(key, 0))
+        return output
+
+    def _process_partition(
+        self,
+        output: BlockOutput,
+        topic: str,
+        partition: int,
+        messages: list[RawMessage],
+    ) -> None:
         groups: dict[tuple[str, int], list[tuple[PredictionEvent, RawMessage]]] = (
             defaultdict(list)
         )
@@ -155,6 +212,8 @@ class Pipeline:
                 continue
             groups[(event.model, event.version)].append((event, message))
 
+        batcher = self.batcher(topic, partition)
+        last_offset = max(message.offset for message in messages)
         for (model, version), members in groups.items():
             try:
                 model_version = self.registry.get(model, version)
@@ -164,35 +223,24 @@ class Pipeline:
                         DeadLetter(message, error.reason_code, str(error), "version")
                     )
                 continue
-            self._score_group(output, model_version, members)
-        return output
-
-    def close_idle(self, now: datetime, idle_seconds: float) -> BlockOutput:
-        """Close batches whose window ended ``idle_seconds`` before ``now``."""
-        output = BlockOutput()
-        self._add_batches(output, self.batcher.close_idle(now, idle_seconds))
-        return output
-
-    def close_all(self) -> BlockOutput:
-        """Close every open batch, as on shutdown."""
-        output = BlockOutput()
-        self._add_batches(output, self.batcher.close_all())
-        return output
+            closed = self._score_group(output, model_version, batcher, members)
+            self._add_batches(output, closed, partition, last_offset)
 
     def _score_group(
         self,
         output: BlockOutput,
         model_version: ModelVersion,
+        batcher: Batcher,
         members: list[tuple[PredictionEvent, RawMessage]],
-    ) -> None:
+    ) -> list[BatchSummary]:
         records = [event.features for event, _ in members]
         checks = model_version.check_block(records)
-        scores = model_version.score_block(records, learn=True)
+        scores = model_version.score_block(checks, learn=True)
         threshold = float(model_version.threshold)
         outliers = scores > threshold
         statuses = checks.statuses
         passed = _passed(statuses, model_version)
-        batch_ids, closed = self.batcher.assign(
+        batch_ids, closed = batcher.assign(
             model_version.model,
             model_version.version,
             [event.event_time for event, _ in members],
@@ -205,12 +253,18 @@ class Pipeline:
         _add_events(output, group)
         _add_feature_checks(output, group)
         _add_scored_and_alerts(output, group)
-        self._add_batches(output, closed)
+        return closed
 
-    def _add_batches(self, output: BlockOutput, summaries: list[BatchSummary]) -> None:
+    def _add_batches(
+        self,
+        output: BlockOutput,
+        summaries: list[BatchSummary],
+        partition: int,
+        offset: int,
+    ) -> None:
         created = datetime.now(UTC)
         for summary in summaries:
-            _add_batch(output, summary, created)
+            _add_batch(output, summary, created, partition, offset)
 
 
 @dataclass
@@ -267,7 +321,7 @@ def _add_feature_checks(output: BlockOutput, group: _Group) -> None:
     features = list(group.statuses.columns)
     status_rows = group.statuses.to_numpy()
     passed_rows = group.passed.to_numpy()
-    for row, (event, _) in enumerate(group.members):
+    for row, (event, message) in enumerate(group.members):
         batch_id = group.batch_ids[row]
         for column, feature in enumerate(features):
             number, text = _split_value(event.features.get(feature))
@@ -281,6 +335,8 @@ def _add_feature_checks(output: BlockOutput, group: _Group) -> None:
             checks["passed"].append(int(passed_rows[row, column]))
             checks["value_number"].append(number)
             checks["value_text"].append(text)
+            checks["kafka_partition"].append(message.partition)
+            checks["kafka_offset"].append(message.offset)
 
 
 def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
@@ -339,7 +395,7 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
             threshold=threshold,
             reasons=reasons,
         )
-        _add_alert(output, alert)
+        _add_alert(output, alert, message.partition, message.offset)
 
 
 def _outlier_reasons(
@@ -389,11 +445,19 @@ def _expected(model_version: ModelVersion, feature: str) -> str:
     return "a value seen in training"
 
 
-def _add_batch(output: BlockOutput, summary: BatchSummary, created: datetime) -> None:
+def _add_batch(
+    output: BlockOutput,
+    summary: BatchSummary,
+    created: datetime,
+    partition: int,
+    offset: int,
+) -> None:
     batches = output.batches
-    for name in BATCH_COLUMNS:
+    for name in BATCH_SUMMARY_COLUMNS:
         value = getattr(summary, name)
         batches[name].append(str(value) if name in ("closed_by", "health") else value)
+    batches["kafka_partition"].append(partition)
+    batches["kafka_offset"].append(offset)
     for check in summary.checks:
         output.batch_checks["model"].append(summary.model)
         output.batch_checks["version"].append(summary.version)
@@ -403,6 +467,8 @@ def _add_batch(output: BlockOutput, summary: BatchSummary, created: datetime) ->
         output.batch_checks["check"].append(check.check)
         output.batch_checks["checked"].append(check.checked)
         output.batch_checks["passed"].append(check.passed)
+        output.batch_checks["kafka_partition"].append(partition)
+        output.batch_checks["kafka_offset"].append(offset)
     record = BatchRecord(
         model=summary.model,
         version=summary.version,
@@ -439,10 +505,11 @@ def _add_batch(output: BlockOutput, summary: BatchSummary, created: datetime) ->
         for check in worst[:_MAX_REASONS]
         if check.checked and check.passed < check.checked
     ]
-    _add_alert(output, Alert.from_batch_summary(record, reasons, created))
+    alert = Alert.from_batch_summary(record, reasons, created)
+    _add_alert(output, alert, partition, offset)
 
 
-def _add_alert(output: BlockOutput, alert: Alert) -> None:
+def _add_alert(output: BlockOutput, alert: Alert, partition: int, offset: int) -> None:
     alerts = output.alerts
     alerts["alert_id"].append(alert.alert_id)
     alerts["kind"].append(str(alert.kind))
@@ -461,6 +528,8 @@ def _add_alert(output: BlockOutput, alert: Alert) -> None:
             [orjson.loads(reason.to_json()) for reason in alert.reasons]
         ).decode()
     )
+    alerts["kafka_partition"].append(partition)
+    alerts["kafka_offset"].append(offset)
     output.alert_records.append((alert.model.encode(), alert.to_json()))
 
 

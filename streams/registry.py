@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from detectors import DetectorError, ModelVersion, load_model
@@ -46,9 +47,16 @@ class ModelRegistry:
     the worker uses it from one thread at a time.
     """
 
-    def __init__(self, store: Path, reader: RegistrationReader | None = None) -> None:
+    def __init__(
+        self,
+        store: Path,
+        reader: RegistrationReader | None = None,
+        *,
+        snapshots: Callable[[str, int, str], bytes | None] | None = None,
+    ) -> None:
         self.store = Path(store)
         self.reader = reader
+        self.snapshots = snapshots
         self._models: dict[tuple[str, int], tuple[str, ModelVersion]] = {}
 
     def refresh(self) -> None:
@@ -89,6 +97,30 @@ class ModelRegistry:
     def loaded(self) -> list[ModelVersion]:
         """Return the model versions loaded so far."""
         return [model_version for _, model_version in self._models.values()]
+
+    def loaded_with_checksums(self) -> list[tuple[str, ModelVersion]]:
+        """Return (registration checksum, model version) for each loaded version."""
+        return list(self._models.values())
+
+    def _resume(self, model_version: ModelVersion, checksum: str) -> bool:
+        """Restore the newest snapshot of the online detector, if there is one."""
+        if self.snapshots is None or not checksum:
+            return False
+        state = self.snapshots(model_version.model, model_version.version, checksum)
+        if state is None:
+            return False
+        try:
+            model_version.restore_detector_state(state)
+        except (DetectorError, ValueError, TypeError) as error:
+            log.warning(
+                "ignored the snapshot of model %s version %d, which does not "
+                "restore (%s); starting from the trained state",
+                model_version.model,
+                model_version.version,
+                error,
+            )
+            return False
+        return True
 
     def _registration(self, model: str, version: int) -> ModelRegistration | None:
         if self.reader is None:

@@ -59,6 +59,9 @@ class Settings:
     batch_size: int = 100
     """Events after which a batch closes before its window ends."""
 
+    snapshot_interval: float = 30.0
+    """Seconds between saves of the online detectors' state to ClickHouse."""
+
     log_level: str = "info"
     """Logging level: debug, info, warning or error."""
 

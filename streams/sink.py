@@ -11,11 +11,12 @@ log = logging.getLogger(__name__)
 
 
 class ClickHouseSink:
-    """Write blocks to ClickHouse so that writing the same offsets twice is harmless.
+    """Write the rows of a block to ClickHouse, one insert a table.
 
-    Every insert carries a deduplication token made of the block's Kafka
-    offset range (or, for batches closed by the clock, their batch ids), so
-    ClickHouse ignores a block that is written again after a retry.
+    Every insert carries a deduplication token unique to the block and the
+    worker process, so when a write is retried after an error, ClickHouse
+    ignores the tables that already have the block. Rows a crashed worker
+    left behind are removed through the journal (:mod:`streams.journal`).
     """
 
     def __init__(self, storage: Storage) -> None:

@@ -109,11 +109,11 @@ class Storage:
             done.append(number)
         return done
 
-    def command(self, sql: str) -> None:
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         """Run one statement that returns no rows."""
         with self._lock:
             try:
-                self._client.command(sql)
+                self._client.command(sql, parameters=parameters)
             except ClickHouseError as error:
                 raise _storage_error(f"running {_first_line(sql)!r}", error) from error
 
@@ -143,6 +143,7 @@ class Storage:
         columns: Mapping[str, Sequence[Any]],
         *,
         deduplication_token: str | None = None,
+        quiet: bool = False,
     ) -> int:
         """Insert one block given as columns; return the number of rows.
 
@@ -171,9 +172,13 @@ class Storage:
                 raise _storage_error(
                     f"inserting {rows} rows into {table}", error
                 ) from error
-        log.info(
-            "wrote %d rows to %s in %.3f s", rows, table, time.perf_counter() - started
-        )
+        if not quiet:
+            log.info(
+                "wrote %d rows to %s in %.3f s",
+                rows,
+                table,
+                time.perf_counter() - started,
+            )
         return rows
 
     def close(self) -> None:

@@ -5,7 +5,7 @@
 CREATE DATABASE IF NOT EXISTS oddwatch;
 USE oddwatch;
 
--- migration 1: events, checks, batches, alerts and dead letters
+-- migration 1: events, checks, batches, alerts, dead letters and the worker journal
 CREATE TABLE IF NOT EXISTS events
 (
     model LowCardinality(String),
@@ -42,7 +42,9 @@ CREATE TABLE IF NOT EXISTS feature_checks
     passed UInt8
         COMMENT '1 when ok, or missing for a feature that was missing in training too',
     value_number Nullable(Float64),
-    value_text Nullable(String)
+    value_text Nullable(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_time)
@@ -61,7 +63,9 @@ CREATE TABLE IF NOT EXISTS batches
     outliers UInt32,
     late_events UInt32,
     pass_share Float64 COMMENT 'passed checks / checked values, over all checks',
-    health LowCardinality(String) COMMENT 'green, yellow, orange or red'
+    health LowCardinality(String) COMMENT 'green, yellow, orange or red',
+    kafka_partition UInt32,
+    kafka_offset UInt64 COMMENT 'last offset of the block that closed the batch'
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -77,7 +81,9 @@ CREATE TABLE IF NOT EXISTS batch_checks
     feature LowCardinality(String) COMMENT 'empty for checks of the whole event',
     check LowCardinality(String) COMMENT 'range, auto_od or a custom metric name',
     checked UInt32,
-    passed UInt32
+    passed UInt32,
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
@@ -98,7 +104,9 @@ CREATE TABLE IF NOT EXISTS alerts
     threshold Nullable(Float64),
     health LowCardinality(String) COMMENT 'empty for outlier alerts',
     pass_share Nullable(Float64) COMMENT 'empty for outlier alerts',
-    reasons String COMMENT 'the reasons as a JSON array'
+    reasons String COMMENT 'the reasons as a JSON array',
+    kafka_partition UInt32,
+    kafka_offset UInt64
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(created_at)
@@ -121,3 +129,30 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (topic, partition, offset)
 SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS sink_journal
+(
+    group String COMMENT 'consumer group of the workers',
+    topic String,
+    partition UInt32,
+    last_offset Int64 COMMENT 'every event up to this offset is stored',
+    batcher_state String COMMENT 'open batches of the partition, pickled',
+    written_at DateTime64(6, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (group, topic, partition, last_offset, written_at)
+TTL toDateTime(written_at) + INTERVAL 7 DAY;
+
+CREATE TABLE IF NOT EXISTS detector_snapshots
+(
+    group String,
+    model LowCardinality(String),
+    version UInt32,
+    checksum String COMMENT 'manifest checksum of the artifact the state belongs to',
+    events_learned UInt64,
+    state String COMMENT 'the online detector state, pickled',
+    taken_at DateTime64(6, 'UTC')
+)
+ENGINE = MergeTree
+ORDER BY (group, model, version, taken_at)
+TTL toDateTime(taken_at) + INTERVAL 7 DAY;

@@ -201,11 +201,13 @@ def test_service_on_known_input(shapes_worker, kafka_servers):
     assert extreme["score"] > extreme["threshold"]
 
     # Batches: 32 accepted events of version 1 in minute 15:00 make batches
-    # of 10, 10, 10 and 2 (closed by the next minute's event); the open
-    # batches of both versions are closed at shutdown.
+    # of 10, 10, 10 and 2 (closed by the next minute's event). The last batch
+    # of each version is closed by the idle timer (its window ended long
+    # ago) or at shutdown, whichever comes first.
     v1 = batches[batches["version"] == 1]
     assert v1["events"].tolist() == [10, 10, 10, 2, 1]
-    assert v1["closed_by"].tolist() == ["size", "size", "size", "time", "shutdown"]
+    assert v1["closed_by"].tolist()[:4] == ["size", "size", "size", "time"]
+    assert v1["closed_by"].tolist()[4] in ("time", "shutdown")
     assert batches[batches["version"] == 2]["events"].tolist() == [1]
     assert (
         events.groupby("batch_id").size() == batches.set_index("batch_id")["events"]

@@ -1,0 +1,302 @@
+"""The worker's block processor: score, publish, store, journal.
+
+For every block the agent takes from Kafka, in a worker thread:
+
+1. On the first block of a partition, recover it from the journal: delete
+   rows an earlier worker left unfinished, restore its open batches and learn
+   which offsets are stored already.
+2. Skip the events already stored; score the rest (:class:`Pipeline`).
+3. Publish scored events, alerts, batch summaries and dead letters to Kafka
+   and wait for the broker to keep them, so alerts leave before storage.
+4. Write the rows to ClickHouse, retrying with back-off while it fails.
+5. Append the journal rows; only then does the agent acknowledge the block.
+
+Delivery: at least once from Kafka, exactly once in ClickHouse (by plain
+``count()``), at least once on the output topics, where a crash can repeat
+the messages of the last unfinished block; consumers deduplicate by
+``request_id``, ``alert_id`` and ``batch_id``.
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from streams.batching import Batcher
+from streams.errors import KafkaUnavailableError, StorageError
+from streams.journal import Journal
+from streams.pipeline import BlockOutput, Pipeline
+from streams.publisher import Publisher
+from streams.records import RawMessage
+from streams.registration import RegistrationReader
+from streams.registry import ModelRegistry
+from streams.settings import Settings
+from streams.sink import ClickHouseSink
+from streams.storage import Storage
+from streams.topics import ensure_topics
+
+__all__ = ["BlockProcessor"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_FIRST_DELAY = 0.5
+RETRY_MAX_DELAY = 30.0
+
+
+class WorkerStopping(Exception):
+    """Raised inside a retry loop when the worker is asked to stop."""
+
+
+class BlockProcessor:
+    """Process blocks and write their output; owns storage, Kafka clients and models.
+
+    A lock serialises the agent's blocks and the timer's work, which run in
+    worker threads.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._run_id = uuid.uuid4().hex[:8]
+        self._pipeline: Pipeline | None = None
+        self._storage: Storage | None = None
+        self._sink: ClickHouseSink | None = None
+        self._journal: Journal | None = None
+        self._publisher: Publisher | None = None
+        self._reader: RegistrationReader | None = None
+        self._stored_up_to: dict[tuple[str, int], int] = {}
+        self._last_snapshot = time.monotonic()
+
+    def open(self) -> None:
+        """Connect to ClickHouse and Kafka and read the model registrations."""
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            self._retry(lambda: ensure_topics(self.settings), "creating topics")
+            self._storage = self._retry(
+                lambda: Storage.connect(self.settings.clickhouse), "connecting"
+            )
+            self._sink = ClickHouseSink(self._storage)
+            self._journal = Journal(self._storage, self.settings.group)
+            self._publisher = Publisher(self.settings)
+            self._reader = RegistrationReader(self.settings)
+            self._reader.catch_up(timeout=30)
+            registry = ModelRegistry(
+                self.settings.store, self._reader, snapshots=self._load_snapshot
+            )
+            self._pipeline = Pipeline(registry, self._make_batcher)
+            log.info(
+                "worker ready: %d model versions registered",
+                len(self._reader.registrations),
+            )
+
+    def process(self, messages: list[RawMessage]) -> BlockOutput | None:
+        """Score, publish and store ``messages``; runs in a worker thread."""
+        self.open()
+        with self._lock:
+            assert self._pipeline is not None
+            fresh = [m for m in messages if self._is_new(m)]
+            if len(fresh) < len(messages):
+                log.info(
+                    "skipped %d events stored before, by an earlier worker",
+                    len(messages) - len(fresh),
+                )
+            if not fresh:
+                return None
+            output = self._pipeline.process(fresh)
+            ends = _last_offsets(fresh)
+            self._deliver(output, ends)
+            self._snapshot_if_due()
+            return output
+
+    def close_idle_batches(self) -> None:
+        """Close the batches whose window ended a window's length ago."""
+        with self._lock:
+            if self._pipeline is None:
+                return
+            offsets = dict(self._stored_up_to)
+            output = self._pipeline.close_idle(
+                datetime.now(UTC), self.settings.batch_window, offsets
+            )
+            if output.batch_records:
+                self._deliver(output, offsets)
+
+    def revoke(self, partitions: list[tuple[str, int]]) -> None:
+        """Forget partitions assigned away; the next owner recovers them."""
+        with self._lock:
+            if self._pipeline is None:
+                return
+            for key in partitions:
+                self._stored_up_to.pop(key, None)
+                self._pipeline.batchers.pop(key, None)
+
+    def close(self) -> None:
+        """Close the open batches, save the detectors, then close the connections."""
+        with self._lock:
+            if self._pipeline is None:
+                return
+            try:
+                offsets = dict(self._stored_up_to)
+                output = self._pipeline.close_all(offsets)
+                if output.batch_records:
+                    self._deliver(output, offsets)
+                self._snapshot()
+            except WorkerStopping as error:
+                log.warning(
+                    "stopped without closing the open batches (%s); the next "
+                    "worker resumes them from the journal",
+                    error,
+                )
+            finally:
+                assert self._storage and self._publisher and self._reader
+                self._publisher.close()
+                self._reader.close()
+                self._storage.close()
+                self._pipeline = None
+                log.info("worker closed its connections")
+
+    def _is_new(self, message: RawMessage) -> bool:
+        key = (message.topic, message.partition)
+        if key not in self._stored_up_to:
+            self._recover(*key)
+        return message.offset > self._stored_up_to[key]
+
+    def _recover(self, topic: str, partition: int) -> None:
+        assert self._journal is not None and self._pipeline is not None
+        journal = self._journal
+        state = self._retry(lambda: journal.recover(topic, partition), "recovering")
+        self._stored_up_to[(topic, partition)] = state.last_offset
+        if state.batcher is not None:
+            self._pipeline.batchers[(topic, partition)] = state.batcher
+        log.info(
+            "took over %s partition %d: stored up to offset %d, %d open batches",
+            topic,
+            partition,
+            state.last_offset,
+            len(state.batcher.open_batch_ids()) if state.batcher else 0,
+        )
+
+    def _deliver(self, output: BlockOutput, ends: dict[tuple[str, int], int]) -> None:
+        assert self._sink and self._publisher and self._journal and self._pipeline
+        self._retry(lambda: self._publish(output), "publishing to Kafka")
+        token = f"{self._run_id}:" + ";".join(
+            f"{topic}/{partition}/{offset}"
+            for (topic, partition), offset in ends.items()
+        )
+        sink, journal, pipeline = self._sink, self._journal, self._pipeline
+        self._retry(lambda: sink.write(output, token), "writing to ClickHouse")
+        entries = {
+            key: (offset, pipeline.batcher(*key)) for key, offset in ends.items()
+        }
+        self._retry(lambda: journal.append(entries), "writing the journal")
+        self._stored_up_to.update(ends)
+
+    def _publish(self, output: BlockOutput) -> None:
+        assert self._publisher is not None
+        topic = self.settings.topic
+        for name, messages in [
+            ("scored", output.scored),
+            ("alerts", output.alert_records),
+            ("batches", output.batch_records),
+        ]:
+            for key, value in messages:
+                self._publisher.send(topic(name), key, value)
+        for letter in output.dead_letters:
+            self._publisher.send(
+                topic("deadletter"), letter.message.key, letter.to_json()
+            )
+        self._publisher.flush()
+        if output.dead_letters:
+            log.warning(
+                "sent %d events to %s; see the reasons there or in the "
+                "dead_letters table",
+                len(output.dead_letters),
+                topic("deadletter"),
+            )
+
+    def _retry(self, action: Callable[[], T], what: str) -> T:
+        """Run ``action`` until it succeeds, backing off while storage or Kafka fail."""
+        delay = RETRY_FIRST_DELAY
+        attempt = 1
+        while True:
+            try:
+                return action()
+            except (StorageError, KafkaUnavailableError) as error:
+                if self.stopping.is_set():
+                    raise WorkerStopping(
+                        f"{what} failed while stopping: {error}"
+                    ) from error
+                log.warning(
+                    "%s failed (attempt %d), retrying in %.1f s; events wait in "
+                    "Kafka meanwhile: %s",
+                    what,
+                    attempt,
+                    delay,
+                    error,
+                )
+                self.stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                attempt += 1
+
+    def _make_batcher(self, partition: int) -> Batcher:
+        return Batcher(
+            window_seconds=self.settings.batch_window,
+            batch_size=self.settings.batch_size,
+            partition=partition,
+        )
+
+    def _snapshot_if_due(self) -> None:
+        if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        """Save the online state of every loaded detector to ClickHouse."""
+        assert self._pipeline is not None and self._storage is not None
+        self._last_snapshot = time.monotonic()
+        loaded = self._pipeline.registry.loaded_with_checksums()
+        if not loaded:
+            return
+        columns: dict[str, list] = {
+            "group": [], "model": [], "version": [], "checksum": [],
+            "events_learned": [], "state": [], "taken_at": [],
+        }  # fmt: skip
+        now = datetime.now(UTC)
+        for checksum, model_version in loaded:
+            columns["group"].append(self.settings.group)
+            columns["model"].append(model_version.model)
+            columns["version"].append(model_version.version)
+            columns["checksum"].append(checksum)
+            columns["events_learned"].append(0)
+            columns["state"].append(model_version.detector_state().hex())
+            columns["taken_at"].append(now)
+        try:
+            self._storage.insert_block("detector_snapshots", columns, quiet=True)
+        except StorageError as error:
+            log.warning(
+                "saving detector snapshots failed, trying again later: %s", error
+            )
+
+    def _load_snapshot(self, model: str, version: int, checksum: str) -> bytes | None:
+        assert self._storage is not None
+        rows = self._storage.query_rows(
+            "SELECT state FROM detector_snapshots WHERE group = {group:String} "
+            "AND model = {model:String} AND version = {version:UInt32} "
+            "AND checksum = {checksum:String} ORDER BY taken_at DESC LIMIT 1",
+            {"group": self.settings.group, "model": model, "version": version,
+             "checksum": checksum},
+        )  # fmt: skip
+        return bytes.fromhex(rows[0][0]) if rows else None
+
+
+def _last_offsets(messages: list[RawMessage]) -> dict[tuple[str, int], int]:
+    ends: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic, message.partition)
+        ends[key] = max(ends.get(key, -1), message.offset)
+    return ends
