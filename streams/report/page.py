@@ -226,9 +226,9 @@ def _batch_section(data: ReportData) -> str:
         limit_note = "This file has no request details (--detail-batches 0)."
     elif detail_count < len(batches):
         limit_note = (
-            f"The {_count(detail_count)} most recent batches open to show every request; "
-            "older ones have no details in this file (option --detail-batches, "
-            f"now {data.detail_limit})."
+            f"The {_count(detail_count)} most recent batches open to show every "
+            "request. Older ones have no details in this file (option "
+            f"--detail-batches, now {data.detail_limit})."
         )
     else:
         limit_note = "Every batch opens to show its requests."
@@ -309,6 +309,8 @@ def _request_table(
     lines = []
     for event in events.itertuples(index=False):
         values = _json(event.features)
+        if not isinstance(values, dict):
+            values = {}
         request_checks = checks.get(event.request_id, {})
         request_metrics = metrics.get(event.request_id, {})
         cells = [
