@@ -31,7 +31,7 @@ KafkaOption = Annotated[
 ClickHouseOption = Annotated[
     str | None,
     typer.Option(
-        help="chdb://DIR (embedded engine) or http(s)://host:port[/db]. "
+        help="chdb://DIR (embedded engine) or http(s)://host:port/database. "
         "[env: ODDWATCH_CLICKHOUSE]"
     ),
 ]

@@ -72,6 +72,7 @@ class BlockProcessor:
         self._reader: RegistrationReader | None = None
         self._stored_up_to: dict[tuple[str, int], int] = {}
         self._last_snapshot = time.monotonic()
+        self._deliveries = 0
 
     def open(self) -> None:
         """Connect to ClickHouse and Kafka and read the model registrations."""
@@ -185,7 +186,11 @@ class BlockProcessor:
     def _deliver(self, output: BlockOutput, ends: dict[tuple[str, int], int]) -> None:
         assert self._sink and self._publisher and self._journal and self._pipeline
         self._retry(lambda: self._publish(output), "publishing to Kafka")
-        token = f"{self._run_id}:" + ";".join(
+        # Unique per delivery: a retry of this delivery reuses it, so ClickHouse
+        # drops tables written before the failure, while a later delivery at
+        # the same offsets (batches closed by the timer) is never dropped.
+        self._deliveries += 1
+        token = f"{self._run_id}:{self._deliveries}:" + ";".join(
             f"{topic}/{partition}/{offset}"
             for (topic, partition), offset in ends.items()
         )
