@@ -1,15 +1,17 @@
 """The SQL queries shipped with oddwatch, read together with their headers.
 
-Each ``.sql`` file in ``deploy/clickhouse/queries`` holds one ClickHouse query
-that starts with a block of ``--`` comments: a summary line, an explanation,
-a ``Parameters:`` section with one ``{name:Type}`` placeholder per entry, and
-a ``Columns:`` section with one result column per entry. The placeholders are
-ClickHouse server-side parameters, so a file runs unchanged through
+Each ``.sql`` file in ``deploy/clickhouse/queries`` contains one ClickHouse
+query that starts with a block of ``--`` comments. The block has a summary
+line and an explanation, then a ``Parameters:`` section with one
+``{name:Type}`` placeholder per entry and a ``Columns:`` section with one
+result column per entry. The placeholders are ClickHouse server-side
+parameters, so a file runs unchanged through
 :meth:`streams.storage.Storage.query_frame` and through any client that binds
 ``{name:Type}`` parameters.
 
-NOTE: the files are found next to this package in a source checkout. The
-wheel and the worker image do not contain them, so there pass the folder.
+NOTE: the default folder is found relative to this package, which works in a
+source checkout only. The wheel and the worker image do not contain the
+files, so pass ``directory`` there.
 
 Examples
 --------
