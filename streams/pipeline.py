@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 UNHEALTHY = (Health.ORANGE, Health.RED)
 """Health levels that raise an ``unhealthy_batch`` alert."""
 
+MIN_ALERT_EVENTS = 20
+"""Fewest events a batch needs to raise an ``unhealthy_batch`` alert.
+
+In a smaller batch one expected outlier already moves the share passed by
+more than the cut-offs allow (one outlier in 12 events is 92 %), so such a
+batch gets its health level but raises no alert."""
+
 _MAX_REASONS = 5
 
 
@@ -205,9 +212,8 @@ class Pipeline:
             try:
                 event = parse_prediction(message.value, message.received_at)
             except InvalidEvent as error:
-                code = "invalid_event" if error.field else "invalid_json"
                 output.dead_letters.append(
-                    DeadLetter(message, code, str(error), error.field)
+                    DeadLetter(message, _reason_code(error), str(error), error.field)
                 )
                 continue
             groups[(event.model, event.version)].append((event, message))
@@ -279,6 +285,17 @@ class _Group:
     outliers: np.ndarray
     extra: list[list[str]] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
+
+
+def _reason_code(error: InvalidEvent) -> str:
+    """Name the kind of validation failure for counting dead letters."""
+    if error.field:
+        return "invalid_event"
+    if error.got.startswith("invalid JSON"):
+        return "invalid_json"
+    if error.expected.startswith("at most"):
+        return "too_large"
+    return "not_an_object"
 
 
 def _passed(statuses: pd.DataFrame, model_version: ModelVersion) -> pd.DataFrame:
@@ -489,7 +506,7 @@ def _add_batch(
         health=BatchHealth(str(summary.health)),
     )
     output.batch_records.append((summary.model.encode(), record.to_json()))
-    if summary.health not in UNHEALTHY:
+    if summary.health not in UNHEALTHY or summary.events < MIN_ALERT_EVENTS:
         return
     worst = sorted(
         summary.checks, key=lambda c: c.passed / c.checked if c.checked else 1

@@ -133,7 +133,18 @@ class Storage:
         """Run a query and return a DataFrame."""
         with self._lock:
             try:
-                return self._client.query_df(sql, parameters=parameters)
+                frame = self._client.query_df(sql, parameters=parameters)
+                if len(frame.columns) == 0:
+                    # The embedded engine returns a frame without columns when
+                    # no row matches; name the columns so callers can use them.
+                    described = self._client.query(
+                        f"DESCRIBE ({sql.strip().rstrip(';')})", parameters=parameters
+                    )
+                    names = [row[0] for row in described.result_rows]
+                    frame = pd.DataFrame(
+                        {name: pd.Series(dtype=object) for name in names}
+                    )
+                return frame
             except ClickHouseError as error:
                 raise _storage_error(f"running {_first_line(sql)!r}", error) from error
 
