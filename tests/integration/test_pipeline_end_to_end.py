@@ -59,7 +59,7 @@ CRAFTED = [
 
 INVALID = [
     (b"{not json", "invalid_json", ""),
-    (b"[1, 2]", "invalid_json", ""),
+    (b"[1, 2]", "not_an_object", ""),
     (orjson.dumps({"model": "shapes", "version": 1, "features": {}}),
      "invalid_event", "request_id"),
     (orjson.dumps({"model": "shapes", "version": 9, "request_id": "v9",

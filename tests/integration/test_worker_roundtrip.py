@@ -126,7 +126,7 @@ def test_worker_dead_letters_bad_events(worker_process, kafka_servers, adult_tes
     assert events == len(good)
     assert letters == [
         (0, "invalid_json", ""),
-        (1, "invalid_json", ""),
+        (1, "not_an_object", ""),
         (2, "invalid_event", "request_id"),
         (3, "model_not_registered", "version"),
     ]
