@@ -1,4 +1,4 @@
-"""Training profile, per-feature range checks and the automatic outlier detector."""
+"""Training profile, range checks, outlier detector and its explanations."""
 
 from .auto_od import AutoOutlierDetector
 from .checks import BlockCheck, check_block, check_record
@@ -17,6 +17,7 @@ from .errors import (
     TrainingDataError,
     UnknownColumnError,
 )
+from .explain import Contribution, explain_block
 from .forest import ForestScorer
 from .halfspace import HalfSpaceScorer
 from .model import ModelVersion, load_model, train_model
@@ -33,6 +34,7 @@ __all__ = [
     "AutoOutlierDetector",
     "BlockCheck",
     "ChecksumMismatchError",
+    "Contribution",
     "DetectorError",
     "EmptyTrainingDataError",
     "FeatureKind",
@@ -52,6 +54,7 @@ __all__ = [
     "build_profile",
     "check_block",
     "check_record",
+    "explain_block",
     "load_model",
     "read_table",
     "train_model",

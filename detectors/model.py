@@ -1,4 +1,4 @@
-"""Model versions: training, scoring, saving and loading."""
+"""Model versions: training, scoring, explaining, saving and loading."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from .auto_od import AutoOutlierDetector
 from .base import Block
 from .checks import BlockCheck, check_block
 from .errors import ArtifactCorruptError, ArtifactFormatError
+from .explain import Contribution, explain_block
 from .profile import Profile, build_profile
 
 __all__ = ["ModelVersion", "load_model", "train_model"]
@@ -117,6 +118,17 @@ class ModelVersion:
         statuses = check.statuses.add_prefix("status_")
         statuses.index = out.index
         return pd.concat([out, statuses], axis=1)
+
+    def explain_block(
+        self, data: Block, rows: Sequence[int] | None = None, top: int = 3
+    ) -> list[list[Contribution]]:
+        """Return the ``top`` features that raise each requested row's score.
+
+        See :func:`detectors.explain.explain_block` for how contributions are
+        measured. The detector's current state is used, so explain a block
+        before scoring it with ``learn=True`` to get the scores reported.
+        """
+        return explain_block(self.detector, self.check_block(data), rows, top)
 
     def detector_state(self) -> bytes:
         """Return the online detector's state, to snapshot and restore later."""
