@@ -1,4 +1,4 @@
-"""Training profile, range checks, outlier detector and its explanations."""
+"""Training profile, range checks, outlier detector and custom metrics."""
 
 from .auto_od import AutoOutlierDetector
 from .checks import BlockCheck, check_block, check_record
@@ -20,6 +20,13 @@ from .errors import (
 from .explain import Contribution, explain_block
 from .forest import ForestScorer
 from .halfspace import HalfSpaceScorer
+from .metrics import (
+    MetricConfigError,
+    MetricResults,
+    build_metrics,
+    load_metric_configs,
+    parse_metric_configs,
+)
 from .model import ModelVersion, load_model, train_model
 from .profile import FeatureKind, FeatureProfile, Profile, build_profile
 from .status import Status
@@ -43,6 +50,8 @@ __all__ = [
     "HalfSpaceScorer",
     "InfiniteValuesError",
     "InvalidKindError",
+    "MetricConfigError",
+    "MetricResults",
     "MixedTypesError",
     "ModelVersion",
     "Profile",
@@ -51,11 +60,14 @@ __all__ = [
     "TailScorer",
     "TrainingDataError",
     "UnknownColumnError",
+    "build_metrics",
     "build_profile",
     "check_block",
     "check_record",
     "explain_block",
+    "load_metric_configs",
     "load_model",
+    "parse_metric_configs",
     "read_table",
     "train_model",
 ]
