@@ -1,7 +1,14 @@
-"""Training profile, range checks, outlier detector and custom metrics."""
+"""Training profile, range checks, outlier detector, drift and custom metrics."""
 
 from .auto_od import AutoOutlierDetector
 from .checks import BlockCheck, check_block, check_record
+from .drift import (
+    DriftMethod,
+    DriftReference,
+    FeatureDrift,
+    build_reference,
+    drift_block,
+)
 from .errors import (
     ArtifactCorruptError,
     ArtifactError,
@@ -43,7 +50,10 @@ __all__ = [
     "ChecksumMismatchError",
     "Contribution",
     "DetectorError",
+    "DriftMethod",
+    "DriftReference",
     "EmptyTrainingDataError",
+    "FeatureDrift",
     "FeatureKind",
     "FeatureProfile",
     "ForestScorer",
@@ -62,8 +72,10 @@ __all__ = [
     "UnknownColumnError",
     "build_metrics",
     "build_profile",
+    "build_reference",
     "check_block",
     "check_record",
+    "drift_block",
     "explain_block",
     "load_metric_configs",
     "load_model",
