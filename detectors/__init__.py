@@ -34,7 +34,14 @@ from .metrics import (
     load_metric_configs,
     parse_metric_configs,
 )
-from .model import ModelVersion, load_model, train_model
+from .model import (
+    ModelVersion,
+    load_model,
+    set_metrics,
+    set_target_alert_rate,
+    threshold_for_rate,
+    train_model,
+)
 from .profile import FeatureKind, FeatureProfile, Profile, build_profile
 from .status import Status
 from .tables import read_table
@@ -81,5 +88,8 @@ __all__ = [
     "load_model",
     "parse_metric_configs",
     "read_table",
+    "set_metrics",
+    "set_target_alert_rate",
+    "threshold_for_rate",
     "train_model",
 ]

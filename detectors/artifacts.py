@@ -4,19 +4,26 @@ A model version lives in ``STORE/<model>/<version>/``:
 
 - ``profile.json``: the training profile, readable JSON.
 - ``detector.pkl``: the fitted :class:`AutoOutlierDetector`, pickled.
-- ``calibration.json``: the threshold and the held-out scores behind it.
+- ``calibration.json``: the threshold, the target alert rate, the
+  contamination and the held-out scores behind the threshold.
+- ``reference.json``: the sample of training values per numeric feature
+  that batches are tested for drift against.
+- ``metrics.json``: the custom metrics, a JSON list of metric objects.
 - ``manifest.json``: artifact format, oddwatch version, training rows,
   creation time and the sha256 checksum of each file above.
 
 Loading verifies the format and every checksum before decoding anything.
-Pickles run code when loaded, so a store must only hold files written by a
-trusted oddwatch.
+A version written in an older artifact format, such as format 1 without
+``reference.json`` and ``metrics.json``, must be trained again. Pickles run
+code when loaded, so a store must only hold files written by a trusted
+oddwatch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -37,11 +44,14 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "oddwatch_version",
     "read_verified",
+    "rewrite_version",
     "version_dir",
     "write_version",
 ]
 
-ARTIFACT_FORMAT = 1
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = 2
 MANIFEST = "manifest.json"
 
 _RETRAIN = "retrain the model version with `oddwatch train`"
@@ -73,6 +83,66 @@ def write_version(
             "number or save with overwrite=True"
         )
     directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staged(directory, files, manifest)
+    try:
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def rewrite_version(
+    directory: Path, changed: Mapping[str, bytes], manifest_changes: Mapping[str, Any]
+) -> None:
+    """Replace some files of a stored version and update its manifest.
+
+    The stored files are verified first. The new directory is staged next to
+    the old one and swapped in by two renames, so a reader sees the old
+    version or the new one, never a mix. A reader that looks in the instant
+    between the two renames finds no directory and has to load again.
+
+    NOTE: two updates of the same version at once are not serialised, so
+    the later one can undo the change of the earlier one.
+    """
+    manifest, files = read_verified(directory)
+    unknown = sorted(set(changed) - set(files))
+    if unknown:
+        raise ValueError(
+            f"{directory}: expected files listed in {MANIFEST}, got {unknown}"
+        )
+    manifest = {
+        key: value
+        for key, value in {**manifest, **manifest_changes}.items()
+        if key not in ("artifact_format", "files")
+    }
+    staging = _staged(directory, {**files, **changed}, manifest)
+    retired = Path(
+        tempfile.mkdtemp(prefix=f".{directory.name}-old-", dir=directory.parent)
+    )
+    try:
+        os.replace(directory, retired / directory.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        retired.rmdir()
+        raise
+    try:
+        os.replace(staging, directory)
+    except BaseException:
+        # The old directory goes back; if that fails too, it stays in ``retired``.
+        os.replace(retired / directory.name, directory)
+        shutil.rmtree(staging, ignore_errors=True)
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired)
+    logger.info("rewrote %s in %s", ", ".join(sorted(changed)), directory)
+
+
+def _staged(
+    directory: Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]
+) -> Path:
+    """Write a complete version directory next to ``directory`` and return it."""
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         checksums = {}
@@ -85,12 +155,10 @@ def write_version(
             "files": checksums,
         }
         (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return staging
 
 
 def read_verified(directory: Path) -> tuple[dict[str, Any], dict[str, bytes]]:

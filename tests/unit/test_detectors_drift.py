@@ -8,12 +8,15 @@ import pytest
 from scipy import stats
 
 from detectors import (
+    ArtifactFormatError,
     DriftMethod,
     DriftReference,
     build_profile,
     build_reference,
     check_block,
     drift_block,
+    load_model,
+    train_model,
 )
 from detectors.drift import benjamini_hochberg
 
@@ -305,3 +308,44 @@ def test_result_to_dict(training):
     assert data["feature"] == "x0"
     assert data["method"] == "ks"
     assert json.loads(json.dumps(data)) == data
+
+
+@pytest.fixture(scope="module")
+def model_version():
+    frame = _frame(np.random.default_rng(18), 2000)
+    return train_model(frame, model="shop", version=1, seed=4, reference_size=500)
+
+
+def test_model_version_reference(model_version):
+    assert model_version.reference.seed == 4
+    assert len(model_version.reference.samples["x0"]) == 500
+
+
+def test_model_version_drift_survives_save(model_version, tmp_path):
+    model_version.save(tmp_path)
+    loaded = load_model(tmp_path, "shop", 1)
+    batch = _frame(np.random.default_rng(19), 100, 0.5)
+    assert loaded.reference == model_version.reference
+    assert loaded.drift_block(batch) == model_version.drift_block(batch)
+
+
+def test_old_artifact_format_asks_to_retrain(model_version, tmp_path):
+    model_version.save(tmp_path)
+    path = tmp_path / "shop" / "1" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["artifact_format"] = 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactFormatError, match="expected artifact format 2, got 1"):
+        load_model(tmp_path, "shop", 1)
+    with pytest.raises(ArtifactFormatError, match="retrain the model version"):
+        load_model(tmp_path, "shop", 1)
+
+
+def test_saved_reference_file(model_version, tmp_path):
+    model_version.save(tmp_path)
+    directory = tmp_path / "shop" / "1"
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert "reference.json" in manifest["files"]
+    data = json.loads((directory / "reference.json").read_text())
+    assert data["seed"] == 4
+    assert len(data["features"]["x0"]) == 500

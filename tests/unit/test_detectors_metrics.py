@@ -1,5 +1,6 @@
-"""Custom metrics and their configuration files."""
+"""Custom metrics, their configuration files, and retuning a stored version."""
 
+import hashlib
 import json
 import pickle
 
@@ -17,7 +18,12 @@ from detectors import (
     build_metrics,
     build_profile,
     load_metric_configs,
+    load_model,
     parse_metric_configs,
+    set_metrics,
+    set_target_alert_rate,
+    threshold_for_rate,
+    train_model,
 )
 from detectors.metrics import block_frame, dump_metric_configs, evaluate_metrics
 from schemas import MetricConfig, MetricResult, Operator
@@ -533,3 +539,129 @@ def test_block_frame_from_dataframe(profile):
 
 def test_evaluate_without_metrics(profile):
     assert evaluate_metrics([], profile, [{"age": 1}]) == {}
+
+
+# Model versions
+
+
+@pytest.fixture(scope="module")
+def trained(frame):
+    metrics = parse_metric_configs(
+        [{"name": "adult", "feature": "age", "operator": ">=", "threshold": 18}]
+    )
+    return train_model(frame, model="census", version=1, seed=0, metrics=metrics)
+
+
+def test_train_model_checks_metrics(frame):
+    bad = [_config(name="m", feature="salary")]
+    with pytest.raises(MetricConfigError, match="got 'salary'"):
+        train_model(frame.head(50), model="census", version=1, metrics=bad)
+
+
+def test_model_version_evaluates_metrics(trained):
+    results = trained.evaluate_metrics([{"age": 17}, {"age": 30}])
+    assert list(results) == ["adult"]
+    assert results["adult"].passed.tolist() == [False, True]
+
+
+def test_metrics_survive_save(trained, tmp_path):
+    trained.save(tmp_path)
+    loaded = load_model(tmp_path, "census", 1)
+    assert loaded.metrics == trained.metrics
+    saved = json.loads((tmp_path / "census" / "1" / "metrics.json").read_text())
+    assert saved == [
+        {"name": "adult", "feature": "age", "operator": ">=", "threshold": 18.0}
+    ]
+
+
+def _manifest(tmp_path):
+    return json.loads((tmp_path / "census" / "1" / "manifest.json").read_text())
+
+
+def test_set_metrics_rewrites_file_and_manifest(trained, tmp_path):
+    trained.save(tmp_path)
+    before = _manifest(tmp_path)
+    configs = [
+        _config(name="long_week", feature="hours", operator=">", threshold=60),
+        _config(name="ratio", scorer=f"{HERE}:hours_per_age", threshold=1.0),
+    ]
+    set_metrics(tmp_path, "census", 1, configs)
+    after = _manifest(tmp_path)
+    content = (tmp_path / "census" / "1" / "metrics.json").read_bytes()
+    assert (
+        after["files"]["metrics.json"]["sha256"] == hashlib.sha256(content).hexdigest()
+    )
+    assert after["files"]["metrics.json"] != before["files"]["metrics.json"]
+    assert after["files"]["detector.pkl"] == before["files"]["detector.pkl"]
+    assert after["created"] == before["created"]
+    loaded = load_model(tmp_path, "census", 1)
+    assert loaded.metrics == tuple(configs)
+    results = loaded.evaluate_metrics([{"age": 20, "hours": 70.0}])
+    assert results["long_week"].passed.tolist() == [True]
+    assert results["ratio"].values.tolist() == [3.5]
+
+
+def test_set_metrics_rejects_and_keeps_artifact(trained, tmp_path):
+    trained.save(tmp_path)
+    before = (tmp_path / "census" / "1" / "manifest.json").read_bytes()
+    with pytest.raises(MetricConfigError, match="got 'salary'"):
+        set_metrics(tmp_path, "census", 1, [_config(name="m", feature="salary")])
+    assert (tmp_path / "census" / "1" / "manifest.json").read_bytes() == before
+    assert load_model(tmp_path, "census", 1).metrics == trained.metrics
+
+
+def test_set_metrics_leaves_no_staging(trained, tmp_path):
+    trained.save(tmp_path)
+    set_metrics(tmp_path, "census", 1, [])
+    assert sorted(path.name for path in (tmp_path / "census").iterdir()) == ["1"]
+    assert load_model(tmp_path, "census", 1).metrics == ()
+
+
+# Threshold for a target alert rate
+
+
+def test_training_threshold_from_rate(trained):
+    expected = threshold_for_rate(trained.calibration_scores, 0.01)
+    assert trained.threshold == expected
+
+
+def test_threshold_for_rate_with_contamination(frame):
+    dirty = train_model(frame, model="m", version=1, contamination=0.05)
+    expected = threshold_for_rate(dirty.calibration_scores, 0.01, contamination=0.05)
+    assert dirty.threshold == expected
+
+
+@pytest.mark.parametrize("rate", [0, 1, -0.5, 2, True])
+def test_threshold_for_rate_rejects_rate(rate):
+    with pytest.raises(ValueError, match="target_alert_rate: expected a share"):
+        threshold_for_rate([1.0, 2.0], rate)
+
+
+def test_threshold_for_rate_rejects_empty_scores():
+    with pytest.raises(ValueError, match="calibration_scores: expected a non-empty"):
+        threshold_for_rate([], 0.01)
+
+
+def test_set_target_alert_rate(trained, tmp_path):
+    trained.save(tmp_path)
+    threshold = set_target_alert_rate(tmp_path, "census", 1, 0.05)
+    assert threshold == threshold_for_rate(trained.calibration_scores, 0.05)
+    assert threshold < trained.threshold
+    loaded = load_model(tmp_path, "census", 1)
+    assert loaded.threshold == threshold
+    assert loaded.target_alert_rate == 0.05
+    manifest = _manifest(tmp_path)
+    assert (manifest["threshold"], manifest["target_alert_rate"]) == (threshold, 0.05)
+    directory = tmp_path / "census" / "1"
+    calibration = json.loads((directory / "calibration.json").read_text())
+    assert calibration["threshold"] == threshold
+    assert calibration["scores"] == trained.calibration_scores.tolist()
+    flagged = np.mean(loaded.calibration_scores > loaded.threshold)
+    assert flagged == pytest.approx(0.05, abs=0.005)
+
+
+def test_set_target_alert_rate_rejects_and_keeps(trained, tmp_path):
+    trained.save(tmp_path)
+    with pytest.raises(ValueError, match="target_alert_rate"):
+        set_target_alert_rate(tmp_path, "census", 1, 1.5)
+    assert load_model(tmp_path, "census", 1).threshold == trained.threshold
