@@ -26,7 +26,8 @@ install: $(VENV)/.installed
 test: install
 	KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_RUN_DIR=$(TEST_KAFKA_RUN_DIR) deploy/kafka/kafka.sh start
 	status=0; \
-	ODDWATCH_TEST_KAFKA=127.0.0.1:$(TEST_KAFKA_PORT) $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	PYTHONFAULTHANDLER=1 ODDWATCH_TEST_KAFKA=127.0.0.1:$(TEST_KAFKA_PORT) \
+		$(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_RUN_DIR=$(TEST_KAFKA_RUN_DIR) deploy/kafka/kafka.sh stop; \
 	exit $$status
 

@@ -52,6 +52,10 @@ class LagProbe:
             future = self._admin.list_consumer_group_offsets([request])[self.group]
             partitions = future.result(timeout).topic_partitions
         except KafkaException as error:
+            if error.args and getattr(error.args[0], "retriable", lambda: False)():
+                # A broker that has just started is still loading its group
+                # coordinator; the offsets are simply not known yet.
+                return -1
             raise KafkaUnavailableError(
                 f"reading the offsets of group {self.group!r} on {self.topic!r} "
                 f"from {self.servers} failed: {error}"

@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def kafka_servers(tmp_path_factory):
     """
     given = os.environ.get("ODDWATCH_TEST_KAFKA")
     if given:
+        _wait_for_group_coordinator(given)
         yield given
         return
     port = _free_port_pair()
@@ -48,6 +50,7 @@ def kafka_servers(tmp_path_factory):
     }
     subprocess.run([str(KAFKA_SCRIPT), "start"], env=env, check=True)
     try:
+        _wait_for_group_coordinator(f"127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(KAFKA_SCRIPT), "stop"], env=env, check=False)
@@ -57,6 +60,32 @@ def kafka_servers(tmp_path_factory):
 def unique_name():
     """A name unique to this test, for topics, groups and tables."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+def _wait_for_group_coordinator(servers: str, timeout: float = 60.0) -> None:
+    """Wait until the broker's group coordinator answers.
+
+    A new broker creates its offsets topic on the first group request and
+    answers "coordinator load in progress" until it is ready.
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": "oddwatch-test-warmup",
+         "log_level": 3}
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                consumer.committed([TopicPartition("oddwatch-test-warmup", 0)], 5)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
 
 
 def _free_port_pair() -> int:
