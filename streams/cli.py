@@ -281,6 +281,105 @@ def redeliver(
     )
 
 
+models_app = typer.Typer(
+    help="List model versions, retire them or change their alert rate.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+metrics_app = typer.Typer(
+    help="Change a version's custom metrics.", no_args_is_help=True
+)
+app.add_typer(metrics_app, name="metrics")
+
+
+@models_app.command("list")
+def models_list(
+    kafka: KafkaOption = None, topic_prefix: TopicPrefixOption = None
+) -> None:
+    """List every registered version with its state, threshold and checks."""
+    from streams.lifecycle import list_registrations
+
+    settings = Settings.from_env(kafka=kafka, topic_prefix=topic_prefix)
+    registrations = list_registrations(settings)
+    if not registrations:
+        typer.echo(f"no model versions registered on {settings.topic('models')}")
+        return
+    typer.echo(
+        f"{'model':<20} {'version':>7} {'state':<8} {'threshold':>10} "
+        f"{'alert rate':>10} {'features':>8}  metrics"
+    )
+    for item in registrations:
+        metrics = ", ".join(metric.name for metric in item.metrics) or "-"
+        typer.echo(
+            f"{item.model:<20} {item.version:>7} {item.state:<8} "
+            f"{item.threshold:>10.4g} {item.target_alert_rate:>10.2%} "
+            f"{len(item.features):>8}  {metrics}"
+        )
+
+
+@models_app.command("retire")
+def models_retire(
+    model: ModelOption,
+    version: VersionOption,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
+) -> None:
+    """Retire a version: its events go to the dead-letter topic from now on."""
+    from streams.lifecycle import retire
+
+    settings = Settings.from_env(kafka=kafka, topic_prefix=topic_prefix)
+    retire(settings, model, version)
+    typer.echo(f"retired {model} version {version}")
+
+
+@models_app.command("set-alert-rate")
+def models_set_alert_rate(
+    model: ModelOption,
+    version: VersionOption,
+    rate: Annotated[
+        float,
+        typer.Option(min=0.0001, max=0.5, help="Share of normal events to alert on."),
+    ],
+    store: StoreOption = None,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
+) -> None:
+    """Change the target alert rate; the threshold is derived without refitting."""
+    from streams.lifecycle import set_alert_rate
+
+    settings = Settings.from_env(store=store, kafka=kafka, topic_prefix=topic_prefix)
+    registration = set_alert_rate(settings, model, version, rate)
+    typer.echo(
+        f"{model} version {version}: target alert rate {rate:.2%}, threshold "
+        f"{registration.threshold:.6g}; running workers use it from their next block"
+    )
+
+
+@metrics_app.command("set")
+def metrics_set(
+    model: ModelOption,
+    version: VersionOption,
+    file: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSON list of metric definitions."
+        ),
+    ],
+    store: StoreOption = None,
+    kafka: KafkaOption = None,
+    topic_prefix: TopicPrefixOption = None,
+) -> None:
+    """Replace the custom metrics; running workers use them from their next block."""
+    from detectors.metrics import load_metric_configs
+    from streams.lifecycle import set_version_metrics
+
+    settings = Settings.from_env(store=store, kafka=kafka, topic_prefix=topic_prefix)
+    configs = load_metric_configs(file)
+    set_version_metrics(settings, model, version, configs)
+    names = ", ".join(config.name for config in configs) or "none"
+    typer.echo(f"{model} version {version}: custom metrics {names}")
+
+
 @app.command()
 def sql(
     query: Annotated[

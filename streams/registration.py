@@ -45,6 +45,7 @@ def build_registration(
         features=list(model_version.profile.features),
         threshold=float(model_version.threshold),
         target_alert_rate=float(model_version.target_alert_rate),
+        metrics=list(getattr(model_version, "metrics", ()) or ()),
     )
 
 
