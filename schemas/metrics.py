@@ -13,8 +13,8 @@ BUILT_IN_CHECKS = ("range", "auto_od")
 
 _IMPORT_PATH = Constraints(
     max_length=1024,
-    pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$",
-    pattern_text="an import path such as package.module:name",
+    pattern=r"^([A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*|file:.+)$",
+    pattern_text="an import path such as package.module:name, or file:PATH",
 )
 
 
@@ -47,8 +47,9 @@ class MetricConfig(Record):
         set.
     scorer : str or None
         Import path, ``package.module:name``, of a callable or a fitted
-        scikit-learn model that returns the metric value of an event, or null
-        when ``feature`` is set.
+        scikit-learn model that returns the metric value of an event, or
+        ``file:PATH`` of a pickled scikit-learn model; null when ``feature``
+        is set.
     operator : Operator
         Comparison of the value with the threshold.
     threshold : float

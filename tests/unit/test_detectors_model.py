@@ -84,9 +84,11 @@ def test_saved_files_and_manifest(trained, tmp_path):
     assert sorted(manifest["files"]) == [
         "calibration.json",
         "detector.pkl",
+        "metrics.json",
         "profile.json",
+        "reference.json",
     ]
-    assert manifest["artifact_format"] == 1
+    assert manifest["artifact_format"] == 2
     assert manifest["training_rows"] == 2000
     assert manifest["oddwatch_version"]
     assert json.loads((directory / "profile.json").read_text())["rows"] == 2000
@@ -146,7 +148,7 @@ def test_load_other_format(trained, tmp_path):
     manifest = json.loads(path.read_text())
     manifest["artifact_format"] = 99
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactFormatError, match="expected artifact format 1, got 99"):
+    with pytest.raises(ArtifactFormatError, match="expected artifact format 2, got 99"):
         load_model(tmp_path, "census", 1)
 
 
