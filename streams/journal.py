@@ -13,8 +13,8 @@ import logging
 import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from streams.batching import Batcher
 from streams.storage import Storage
 
 __all__ = ["Journal", "PartitionState"]
@@ -22,7 +22,11 @@ __all__ = ["Journal", "PartitionState"]
 log = logging.getLogger(__name__)
 
 # Tables whose rows carry the Kafka partition and offset they came from.
-_OFFSET_TABLES = ("events", "feature_checks", "batches", "batch_checks", "alerts")
+_OFFSET_TABLES = (
+    "events", "feature_checks", "metric_checks", "batches", "batch_checks",
+    "batch_drift", "alerts",
+)  # fmt: skip
+_BATCH_TABLES = ("batches", "batch_checks", "batch_drift", "alerts")
 
 
 @dataclass
@@ -32,8 +36,9 @@ class PartitionState:
     last_offset: int
     """Every event up to this offset is stored; -1 when nothing is."""
 
-    batcher: Batcher | None
-    """The open batches as of ``last_offset``; None when nothing is stored."""
+    batcher: Any
+    """The partition's batching state (:class:`streams.pipeline.PartitionBatches`)
+    as of ``last_offset``; None when nothing is stored."""
 
 
 class Journal:
@@ -60,7 +65,7 @@ class Journal:
         self._delete_unfinished(topic, partition, last_offset, batcher)
         return PartitionState(last_offset=last_offset, batcher=batcher)
 
-    def append(self, entries: dict[tuple[str, int], tuple[int, Batcher]]) -> None:
+    def append(self, entries: dict[tuple[str, int], tuple[int, Any]]) -> None:
         """Record that each partition is stored up to its offset, with its batches."""
         columns: dict[str, list] = {
             "group": [], "topic": [], "partition": [], "last_offset": [],
@@ -77,7 +82,7 @@ class Journal:
         self.storage.insert_block("sink_journal", columns, quiet=True)
 
     def _delete_unfinished(
-        self, topic: str, partition: int, last_offset: int, batcher: Batcher | None
+        self, topic: str, partition: int, last_offset: int, batcher: Any
     ) -> None:
         where = "kafka_partition = {partition:UInt32} AND kafka_offset > {offset:Int64}"
         parameters = {"partition": partition, "offset": last_offset, "topic": topic}
@@ -85,7 +90,7 @@ class Journal:
         deleted = 0
         for table in _OFFSET_TABLES:
             condition = where
-            if table in ("batches", "batch_checks", "alerts") and open_batches:
+            if table in _BATCH_TABLES and open_batches:
                 condition = f"({where}) OR batch_id IN {{open:Array(String)}}"
                 parameters["open"] = open_batches
             deleted += self._delete(table, condition, parameters)

@@ -12,7 +12,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +49,9 @@ __all__ = ["BlockOutput", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
+DRIFT_HEALTH = Health.ORANGE
+"""Best health a batch keeps when one of its features has drifted."""
+
 UNHEALTHY = (Health.ORANGE, Health.RED)
 """Health levels that raise an ``unhealthy_batch`` alert."""
 
@@ -81,6 +84,12 @@ class BlockOutput:
         default_factory=lambda: _columns(BATCH_CHECK_COLUMNS)
     )
     alerts: dict[str, list] = field(default_factory=lambda: _columns(ALERT_COLUMNS))
+    metric_checks: dict[str, list] = field(
+        default_factory=lambda: _columns(METRIC_COLUMNS)
+    )
+    batch_drift: dict[str, list] = field(
+        default_factory=lambda: _columns(DRIFT_COLUMNS)
+    )
     dead_letters: list[DeadLetter] = field(default_factory=list)
     scored: list[tuple[bytes, bytes]] = field(default_factory=list)
     alert_records: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -131,10 +140,34 @@ ALERT_COLUMNS = (
     "request_id", "score", "threshold", "health", "pass_share", "reasons",
     "kafka_partition", "kafka_offset",
 )  # fmt: skip
+METRIC_COLUMNS = (
+    "model", "version", "request_id", "event_time", "batch_id", "metric", "value",
+    "threshold", "operator", "status", "error", "kafka_partition", "kafka_offset",
+)  # fmt: skip
+DRIFT_COLUMNS = (
+    "model", "version", "batch_id", "window_start", "feature", "method", "tested",
+    "values", "missing", "statistic", "p_value", "adjusted_p_value", "drifted",
+    "reason", "kafka_partition", "kafka_offset",
+)  # fmt: skip
 DEAD_LETTER_COLUMNS = (
     "received_at", "topic", "partition", "offset", "reason_code", "reason", "field",
     "original", "original_size",
 )  # fmt: skip
+
+
+@dataclass
+class PartitionBatches:
+    """The batching state of one Kafka partition, saved in the journal.
+
+    ``values`` keeps the features of the events of every open batch, which
+    the drift tests need when the batch closes.
+    """
+
+    batcher: Batcher
+    values: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def open_batch_ids(self) -> list[str]:
+        return self.batcher.open_batch_ids()
 
 
 class Pipeline:
@@ -157,13 +190,13 @@ class Pipeline:
             self.make_batcher: Callable[[int], Batcher] = lambda _partition: shared
         else:
             self.make_batcher = make_batcher
-        self.batchers: dict[tuple[str, int], Batcher] = {}
+        self.batchers: dict[tuple[str, int], PartitionBatches] = {}
 
-    def batcher(self, topic: str, partition: int) -> Batcher:
-        """Return the batcher of a partition, creating it on first use."""
+    def batcher(self, topic: str, partition: int) -> PartitionBatches:
+        """Return the batching state of a partition, creating it on first use."""
         key = (topic, partition)
         if key not in self.batchers:
-            self.batchers[key] = self.make_batcher(partition)
+            self.batchers[key] = PartitionBatches(self.make_batcher(partition))
         return self.batchers[key]
 
     def process(self, messages: list[RawMessage]) -> BlockOutput:
@@ -185,17 +218,17 @@ class Pipeline:
     ) -> BlockOutput:
         """Close batches whose window ended ``idle_seconds`` before ``now``."""
         output = BlockOutput()
-        for key, batcher in self.batchers.items():
-            closed = batcher.close_idle(now, idle_seconds)
-            self._add_batches(output, closed, key[1], last_offsets.get(key, 0))
+        for key, state in self.batchers.items():
+            closed = state.batcher.close_idle(now, idle_seconds)
+            self._add_batches(output, state, closed, key[1], last_offsets.get(key, 0))
         return output
 
     def close_all(self, last_offsets: dict[tuple[str, int], int]) -> BlockOutput:
         """Close every open batch, as on shutdown."""
         output = BlockOutput()
-        for key, batcher in self.batchers.items():
-            closed = batcher.close_all()
-            self._add_batches(output, closed, key[1], last_offsets.get(key, 0))
+        for key, state in self.batchers.items():
+            closed = state.batcher.close_all()
+            self._add_batches(output, state, closed, key[1], last_offsets.get(key, 0))
         return output
 
     def _process_partition(
@@ -218,7 +251,7 @@ class Pipeline:
                 continue
             groups[(event.model, event.version)].append((event, message))
 
-        batcher = self.batcher(topic, partition)
+        state = self.batcher(topic, partition)
         last_offset = max(message.offset for message in messages)
         for (model, version), members in groups.items():
             try:
@@ -229,48 +262,81 @@ class Pipeline:
                         DeadLetter(message, error.reason_code, str(error), "version")
                     )
                 continue
-            closed = self._score_group(output, model_version, batcher, members)
-            self._add_batches(output, closed, partition, last_offset)
+            closed = self._score_group(output, model_version, state, members)
+            self._add_batches(output, state, closed, partition, last_offset)
 
     def _score_group(
         self,
         output: BlockOutput,
         model_version: ModelVersion,
-        batcher: Batcher,
+        state: PartitionBatches,
         members: list[tuple[PredictionEvent, RawMessage]],
     ) -> list[BatchSummary]:
         records = [event.features for event, _ in members]
         checks = model_version.check_block(records)
         scores = model_version.score_block(checks, learn=True)
+        metrics = (
+            model_version.evaluate_metrics(checks) if model_version.metrics else {}
+        )
         threshold = float(model_version.threshold)
         outliers = scores > threshold
         statuses = checks.statuses
         passed = _passed(statuses, model_version)
-        batch_ids, closed = batcher.assign(
+        batch_ids, closed = state.batcher.assign(
             model_version.model,
             model_version.version,
             [event.event_time for event, _ in members],
             statuses.where(~passed, Status.OK.value),
             outliers,
-        )
+            checks={
+                name: [None if error is not None else bool(ok)
+                       for ok, error in zip(result.passed, result.errors, strict=True)]
+                for name, result in metrics.items()
+            },
+        )  # fmt: skip
+        for row, batch_id in enumerate(batch_ids):
+            state.values.setdefault(batch_id, []).append(records[row])
         group = _Group(model_version, members, statuses, passed, scores, outliers)
         group.extra = checks.extra
         group.batch_ids = batch_ids
+        group.metrics = metrics
+        outlier_rows = [int(row) for row in np.flatnonzero(outliers)]
+        if outlier_rows:
+            explained = model_version.explain_block(checks, rows=outlier_rows, top=3)
+            group.contributions = dict(zip(outlier_rows, explained, strict=True))
         _add_events(output, group)
         _add_feature_checks(output, group)
+        _add_metric_checks(output, group)
         _add_scored_and_alerts(output, group)
         return closed
 
     def _add_batches(
         self,
         output: BlockOutput,
+        state: PartitionBatches,
         summaries: list[BatchSummary],
         partition: int,
         offset: int,
     ) -> None:
         created = datetime.now(UTC)
         for summary in summaries:
-            _add_batch(output, summary, created, partition, offset)
+            records = state.values.pop(summary.batch_id, [])
+            drift = self._drift(summary, records)
+            if any(item.drifted for item in drift):
+                summary = replace(summary, health=_worse(summary.health, DRIFT_HEALTH))
+            _add_drift(output, summary, drift, partition, offset)
+            _add_batch(output, summary, created, partition, offset, drift)
+
+    def _drift(self, summary: BatchSummary, records: list[dict]) -> list:
+        """Test the batch's features for drift against the training data."""
+        if not records:
+            return []
+        try:
+            model_version = self.registry.get(summary.model, summary.version)
+        except (ModelNotFound, ModelRetired, ModelUnavailable) as error:
+            log.warning("no drift test for batch %s: %s", summary.batch_id, error)
+            return []
+        return model_version.drift_block(records)
 
 
 @dataclass
@@ -285,6 +351,8 @@ class _Group:
     outliers: np.ndarray
     extra: list[list[str]] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    contributions: dict[int, list] = field(default_factory=dict)
 
 
 def _reason_code(error: InvalidEvent) -> str:
@@ -356,6 +424,82 @@ def _add_feature_checks(output: BlockOutput, group: _Group) -> None:
             checks["kafka_offset"].append(message.offset)
 
 
+def _add_metric_checks(output: BlockOutput, group: _Group) -> None:
+    columns = output.metric_checks
+    for name, result in group.metrics.items():
+        for row, (event, message) in enumerate(group.members):
+            error = result.errors[row]
+            value = float(result.values[row])
+            columns["model"].append(event.model)
+            columns["version"].append(event.version)
+            columns["request_id"].append(event.request_id)
+            columns["event_time"].append(event.event_time)
+            columns["batch_id"].append(group.batch_ids[row])
+            columns["metric"].append(name)
+            columns["value"].append(
+                None if error is not None or value != value else value
+            )
+            columns["threshold"].append(float(result.threshold))
+            columns["operator"].append(str(result.operator))
+            columns["status"].append(
+                "error"
+                if error is not None
+                else "passed"
+                if result.passed[row]
+                else "failed"
+            )
+            columns["error"].append(error or "")
+            columns["kafka_partition"].append(message.partition)
+            columns["kafka_offset"].append(message.offset)
+
+
+def _metric_results(group: _Group, row: int) -> dict[str, dict]:
+    results = {}
+    for name, result in group.metrics.items():
+        error = result.errors[row]
+        value = float(result.values[row])
+        results[name] = {
+            "value": None if error is not None or value != value else value,
+            "threshold": float(result.threshold),
+            "operator": str(result.operator),
+            "passed": bool(result.passed[row]) and error is None,
+            "error": error,
+        }
+    return results
+
+
+def _add_drift(
+    output: BlockOutput,
+    summary: BatchSummary,
+    drift: list,
+    partition: int,
+    offset: int,
+) -> None:
+    columns = output.batch_drift
+    for item in drift:
+        columns["model"].append(summary.model)
+        columns["version"].append(summary.version)
+        columns["batch_id"].append(summary.batch_id)
+        columns["window_start"].append(summary.window_start)
+        columns["feature"].append(item.feature)
+        columns["method"].append(str(item.method))
+        columns["tested"].append(int(item.tested))
+        columns["values"].append(item.values)
+        columns["missing"].append(item.missing)
+        columns["statistic"].append(item.statistic)
+        columns["p_value"].append(item.p_value)
+        columns["adjusted_p_value"].append(item.adjusted_p_value)
+        columns["drifted"].append(int(item.drifted))
+        columns["reason"].append(item.reason or "")
+        columns["kafka_partition"].append(partition)
+        columns["kafka_offset"].append(offset)
+
+
+def _worse(first: Health, second: Health) -> Health:
+    order = [Health.GREEN, Health.YELLOW, Health.ORANGE, Health.RED]
+    return max(first, second, key=order.index)
+
+
 def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
     model_version = group.model_version
     threshold = float(model_version.threshold)
@@ -385,7 +529,7 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
             "score": score,
             "threshold": threshold,
             "is_outlier": is_outlier,
-            "metrics": {},
+            "metrics": _metric_results(group, row),
         }
         key = event.model.encode()
         output.scored.append((key, _dumps(scored)))
@@ -397,6 +541,16 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
             if not passed_rows[row, i]
         }
         reasons = _outlier_reasons(model_version, event, failing, score, threshold)
+        reasons[-1:-1] = _contribution_reasons(
+            group.contributions.get(row, []), failing
+        )
+        reasons[-1:-1] = [
+            Reason(check=name, status="error" if result["error"] else "failed",
+                   value=result["value"],
+                   expected=f"{result['operator']} {result['threshold']:.6g}")
+            for name, result in _metric_results(group, row).items()
+            if not result["passed"]
+        ]  # fmt: skip
         alert = Alert(
             alert_id=derive_alert_id(
                 AlertKind.OUTLIER, event.model, event.version, event.request_id
@@ -447,6 +601,25 @@ def _outlier_reasons(
     return reasons
 
 
+def _contribution_reasons(contributions: list, failing: dict[str, str]) -> list[Reason]:
+    """Name the features that raised the score most, beyond the failed checks."""
+    reasons = []
+    for item in contributions:
+        if item.feature in failing or item.contribution <= 0:
+            continue
+        reasons.append(
+            Reason(
+                check="auto_od",
+                feature=item.feature,
+                status="contributes",
+                value=_plain(item.value),
+                expected=item.describe() if hasattr(item, "describe") else None,
+                contribution=round(float(item.share), 4),
+            )
+        )
+    return reasons
+
+
 def _expected(model_version: ModelVersion, feature: str) -> str:
     """Describe what training saw for ``feature``: its range or top categories."""
     profile = model_version.profile[feature]
@@ -468,6 +641,7 @@ def _add_batch(
     created: datetime,
     partition: int,
     offset: int,
+    drift: list,
 ) -> None:
     batches = output.batches
     for name in BATCH_SUMMARY_COLUMNS:
@@ -522,6 +696,17 @@ def _add_batch(
         for check in worst[:_MAX_REASONS]
         if check.checked and check.passed < check.checked
     ]
+    reasons.extend(
+        Reason(
+            check="drift",
+            feature=item.feature,
+            status="drifted",
+            value=item.adjusted_p_value,
+            expected=f"adjusted p-value of the {item.method} test at least 0.05",
+        )
+        for item in drift
+        if item.drifted
+    )
     alert = Alert.from_batch_summary(record, reasons, created)
     _add_alert(output, alert, partition, offset)
 

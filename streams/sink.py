@@ -27,6 +27,8 @@ class ClickHouseSink:
         tables = {
             "events": output.events,
             "feature_checks": output.feature_checks,
+            "metric_checks": output.metric_checks,
+            "batch_drift": output.batch_drift,
             "batches": output.batches,
             "batch_checks": output.batch_checks,
             "alerts": output.alerts,

@@ -5,7 +5,7 @@
 CREATE DATABASE IF NOT EXISTS oddwatch;
 USE oddwatch;
 
--- migration 1: events, checks, batches, alerts, dead letters and the worker journal
+-- migration 1: events, checks, metrics, batches, drift, alerts, dead letters, journal
 CREATE TABLE IF NOT EXISTS events
 (
     model LowCardinality(String),
@@ -128,6 +128,51 @@ CREATE TABLE IF NOT EXISTS dead_letters
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (topic, partition, offset)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS metric_checks
+(
+    model LowCardinality(String),
+    version UInt32,
+    request_id String,
+    event_time DateTime64(3, 'UTC'),
+    batch_id String,
+    metric LowCardinality(String),
+    value Nullable(Float64) COMMENT 'empty when the metric raised for this event',
+    threshold Float64,
+    operator LowCardinality(String),
+    status LowCardinality(String) COMMENT 'passed, failed or error',
+    error String COMMENT 'what the metric raised, when status is error',
+    kafka_partition UInt32,
+    kafka_offset UInt64
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (model, version, metric, request_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS batch_drift
+(
+    model LowCardinality(String),
+    version UInt32,
+    batch_id String,
+    window_start DateTime64(3, 'UTC'),
+    feature LowCardinality(String),
+    method LowCardinality(String) COMMENT 'ks for numbers, chi_square for categories',
+    tested UInt8 COMMENT '0 when too few values to test; see reason',
+    values UInt32 COMMENT 'values tested',
+    missing UInt32,
+    statistic Nullable(Float64),
+    p_value Nullable(Float64),
+    adjusted_p_value Nullable(Float64) COMMENT 'Benjamini-Hochberg across the batch',
+    drifted UInt8 COMMENT '1 when adjusted_p_value < 0.05',
+    reason String,
+    kafka_partition UInt32,
+    kafka_offset UInt64
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (model, version, batch_id, feature)
 SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS sink_journal

@@ -332,6 +332,8 @@ class _Reader:
         wanted = ["request_id", "metric"] + [
             name for name in ("score", "threshold", "status") if name in columns
         ]
+        if "score" not in columns and "value" in columns:
+            wanted.append("value AS score")
         metrics = self.frame(
             f"SELECT {', '.join(wanted)} FROM metric_checks FINAL "
             f"WHERE {_VERSION} AND {_IN_BATCHES}",

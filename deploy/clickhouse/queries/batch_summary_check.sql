@@ -8,17 +8,19 @@
 --
 -- Rules: every event is checked by auto_od and passes when it is not an
 -- outlier. Every feature of every event is checked by its range check and
--- passes when feature_checks.passed is 1. pass_share is passed / checked
--- over all checks of the batch. health comes from the worst single check,
--- with the worker's cut-offs (streams.batching.HealthCutoffs: green >= 0.97,
--- yellow >= 0.93, orange >= 0.85, red below). An event is late when its
--- time is before its batch's window start.
+-- passes when feature_checks.passed is 1. Every custom metric of every
+-- event is checked and passes when metric_checks.status is 'passed'.
+-- pass_share is passed / checked over all checks of the batch. health comes
+-- from the worst single check, with the worker's cut-offs
+-- (streams.batching.HealthCutoffs: green >= 0.97, yellow >= 0.93, orange >=
+-- 0.85, red below), and is at best orange when batch_drift marks a feature
+-- of the batch as drifted. An event is late when its time is before its
+-- batch's window start.
 --
 -- FINAL keeps one row per request_id, so an event stored twice is counted
 -- once. NOTE: when a client sends the same request_id twice, the worker
 -- counts both events but this query counts one, and stored_summary is
--- 'differs' for that batch. Custom metrics are not stored per event, so
--- batches of a version with custom metrics differ too.
+-- 'differs' for that batch.
 --
 -- Parameters:
 --   {model:String}                model name
@@ -55,6 +57,19 @@ WITH
         SELECT batch_id, '' AS feature, 'auto_od' AS check_name,
                count() AS checked, countIf(is_outlier = 0) AS passed
         FROM events FINAL
+        WHERE model = {model:String} AND version = {version:UInt32}
+        GROUP BY batch_id
+        UNION ALL
+        SELECT batch_id, '' AS feature, toString(metric) AS check_name,
+               count() AS checked, countIf(status = 'passed') AS passed
+        FROM metric_checks FINAL
+        WHERE model = {model:String} AND version = {version:UInt32}
+        GROUP BY batch_id, metric
+    ),
+    drift AS
+    (
+        SELECT batch_id, max(drifted) AS drifted
+        FROM batch_drift FINAL
         WHERE model = {model:String} AND version = {version:UInt32}
         GROUP BY batch_id
     ),
@@ -122,8 +137,8 @@ SELECT
     s.checks AS checks,
     s.pass_share AS pass_share,
     multiIf(
-        s.worst_share >= 0.97, 'green',
-        s.worst_share >= 0.93, 'yellow',
+        s.worst_share >= 0.97 AND d.drifted = 0, 'green',
+        s.worst_share >= 0.93 AND d.drifted = 0, 'yellow',
         s.worst_share >= 0.85, 'orange',
         'red'
     ) AS health,
@@ -143,6 +158,7 @@ SELECT
     ) AS stored_summary
 FROM totals AS t
 INNER JOIN shares AS s ON t.batch_id = s.batch_id
+LEFT JOIN drift AS d ON t.batch_id = d.batch_id
 LEFT JOIN stored ON t.batch_id = stored.batch_id
 WHERE t.window_start >= {since:DateTime64(3, 'UTC')}
 ORDER BY window_start, batch_id
