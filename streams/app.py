@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> faust.App:
                 settings.block_size, within=settings.block_timeout
             ):
                 messages = [_raw_message(event) for event in events]
-                await asyncio.to_thread(processor.process, messages)
+                await _process_until_done(processor, messages)
         finally:
             processor.stopping.set()
             await asyncio.to_thread(processor.close)
@@ -90,6 +90,31 @@ def create_app(settings: Settings) -> faust.App:
 
     app.oddwatch_processor = processor  # type: ignore[attr-defined]
     return app
+
+
+async def _process_until_done(
+    processor: BlockProcessor, messages: list[RawMessage]
+) -> None:
+    """Process a block, retrying on any error, so its offsets are never acknowledged
+    before it is stored.
+
+    Faust acknowledges a block taken with ``take_events`` even when the body
+    raises, so an error must not leave this function.
+    """
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(processor.process, messages)
+            return
+        except Exception:
+            log.exception(
+                "processing a block at %s failed; retrying in %.0f s, and its "
+                "offsets stay uncommitted until it succeeds",
+                deduplication_token(messages),
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
 
 def _raw_message(event: Any) -> RawMessage:

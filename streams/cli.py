@@ -73,6 +73,15 @@ def train(
         typer.Option(min=0.0001, max=0.5, help="Share of normal events to alert on."),
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Random seed of the detector.")] = 0,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSON list of custom metrics: name, feature or scorer, operator, "
+            "threshold.",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the artifact if this version exists.")
     ] = False,
@@ -86,8 +95,10 @@ def train(
 ) -> None:
     """Profile training data, fit the outlier detector, save and register it."""
     from detectors import read_table, train_model
+    from detectors.metrics import load_metric_configs
 
     settings = Settings.from_env(store=store, kafka=kafka, topic_prefix=topic_prefix)
+    configs = load_metric_configs(metrics) if metrics is not None else []
     frame = read_table(data)
     model_version = train_model(
         frame,
@@ -97,6 +108,7 @@ def train(
         exclude=exclude or [],
         target_alert_rate=alert_rate,
         seed=seed,
+        metrics=configs,
     )
     model_version.save(settings.store, overwrite=overwrite)
     path = settings.store / model / str(version)

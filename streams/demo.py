@@ -41,6 +41,17 @@ ADULT_COLUMNS = [
 
 BROKEN_EVENTS = 300
 
+SHIFTED_ROWS = 3000
+"""The last rows of the test file are made 20 years older, to show drift."""
+
+DEMO_METRICS = [
+    {"name": "long_hours", "feature": "hours-per-week", "operator": "<=",
+     "threshold": 80},
+    {"name": "net_capital", "scorer": "streams.demo:net_capital", "operator": ">=",
+     "threshold": -4000},
+]  # fmt: skip
+"""Custom metrics of the demo: a rule on one feature and a Python callable."""
+
 DEMO_QUERIES = [
     (
         "batches by health level",
@@ -84,6 +95,29 @@ SELECT count() AS events, countIf(is_outlier = 1) AS outliers,
        round(100 * outliers / events, 2) AS outlier_percent,
        any(threshold) AS threshold
 FROM events FINAL
+""",
+    ),
+    (
+        "custom metrics: events checked, passed, failed and errored",
+        """
+SELECT metric, count() AS checked, countIf(status = 'passed') AS passed,
+       countIf(status = 'failed') AS failed, countIf(status = 'error') AS errors,
+       any(if(status = 'error', error, NULL)) AS example_error
+FROM metric_checks FINAL
+GROUP BY metric
+ORDER BY metric
+""",
+    ),
+    (
+        "drift: batches where a feature drifted from the training data",
+        """
+SELECT feature, method, countIf(drifted = 1) AS drifted_batches,
+       countIf(tested = 1) AS tested_batches,
+       round(min(adjusted_p_value), 6) AS smallest_adjusted_p
+FROM batch_drift FINAL
+GROUP BY feature, method
+HAVING drifted_batches > 0
+ORDER BY drifted_batches DESC
 """,
     ),
     (
@@ -146,6 +180,17 @@ def fit_classifier(train: pd.DataFrame) -> Any:
         features.fillna({name: "missing" for name in categorical}), train["income"]
     )
     return model
+
+
+def net_capital(frame: pd.DataFrame) -> list[float]:
+    """Return capital gain minus capital loss per event: the demo's callable metric.
+
+    It raises for a block with a value that is not a number, and oddwatch
+    then marks only the events it cannot compute as errored.
+    """
+    gain = frame["capital-gain"].astype(float)
+    loss = frame["capital-loss"].astype(float)
+    return (gain - loss).tolist()
 
 
 def broken_events(rows: list[dict], count: int, seed: int = 0) -> list[bytes]:
@@ -215,6 +260,8 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     train_csv, events_file = work / "adult-train.csv", work / "events.jsonl"
 
     _step("train a classifier, and oddwatch census version 1, on adult.data")
+    metrics_file = work / "metrics.json"
+    metrics_file.write_bytes(orjson.dumps(DEMO_METRICS, option=orjson.OPT_INDENT_2))
     train = read_adult(data_dir / "adult.data.gz")
     test = read_adult(data_dir / "adult.test.gz")
     train.to_csv(train_csv, index=False)
@@ -225,7 +272,8 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     quiet = {**env, "ODDWATCH_LOG_LEVEL": "warning"}
     subprocess.run(
         [*oddwatch, "train", "--model", "census", "--version", "1",
-         "--data", str(train_csv), "--target", "income"],
+         "--data", str(train_csv), "--target", "income",
+         "--metrics", str(metrics_file)],
         env=quiet, check=True,
     )  # fmt: skip
     print(f"  took {time.monotonic() - started:.1f} s")
@@ -238,7 +286,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     try:
         _step(
             f"replay adult.test ({len(test):,} rows) with {BROKEN_EVENTS} broken "
-            "events mixed in"
+            f"events mixed in; the last {SHIFTED_ROWS:,} rows are 20 years older"
         )
         started = time.monotonic()
         subprocess.run(
@@ -278,6 +326,8 @@ def _write_events(classifier: Any, test: pd.DataFrame, path: Path) -> float:
     accuracy = float((labels == test["income"].to_numpy()).mean())
 
     rows = features.to_dict(orient="records")
+    for row in rows[-SHIFTED_ROWS:]:
+        row["age"] = min(row["age"] + 20, 90)
     events = []
     for number, row in enumerate(rows):
         event = event_from_row(
@@ -307,11 +357,13 @@ def _print_alerts(storage: Storage) -> None:
     for row in storage.query_frame(STRONGEST_ALERTS_SQL).itertuples(index=False):
         print(f"{row.request_id}: score {row.score} > threshold {row.threshold}")
         for reason in orjson.loads(row.reasons):
-            if reason["check"] == "auto_od":
+            if reason["check"] == "auto_od" and not reason["feature"]:
                 continue
+            share = reason.get("contribution")
+            weight = f" ({share:.0%} of the score)" if share is not None else ""
             print(
-                f"    {reason['feature']} {reason['status']}: {reason['value']!r}, "
-                f"expected {reason['expected']}"
+                f"    {reason['check']} {reason['feature']} {reason['status']}: "
+                f"{reason['value']!r}{weight}, expected {reason['expected']}"
             )
 
 

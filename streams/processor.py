@@ -18,6 +18,7 @@ the messages of the last unfinished block; consumers deduplicate by
 """
 
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -30,7 +31,7 @@ from streams.errors import KafkaUnavailableError, StorageError
 from streams.journal import Journal
 from streams.pipeline import BlockOutput, Pipeline
 from streams.publisher import Publisher
-from streams.records import RawMessage
+from streams.records import DeadLetter, RawMessage
 from streams.registration import RegistrationReader
 from streams.registry import ModelRegistry
 from streams.settings import Settings
@@ -110,11 +111,49 @@ class BlockProcessor:
                 )
             if not fresh:
                 return None
-            output = self._pipeline.process(fresh)
+            output = self._process_isolated(fresh)
             ends = _last_offsets(fresh)
             self._deliver(output, ends)
             self._snapshot_if_due()
             return output
+
+    def _process_isolated(self, messages: list[RawMessage]) -> BlockOutput:
+        """Process a block; if it raises, find the events that cause it.
+
+        An unexpected error (a bug, or a custom metric's scorer that breaks
+        the block in a way oddwatch does not catch) must not stop the worker
+        nor lose the block. The batching state is put back as it was, the
+        events are processed one at a time, and those that still raise go to
+        the dead-letter topic with the error as the reason.
+        """
+        assert self._pipeline is not None
+        saved = pickle.dumps(self._pipeline.batchers)
+        try:
+            return self._pipeline.process(messages)
+        except Exception:
+            log.exception(
+                "processing a block of %d events failed; retrying them one by one",
+                len(messages),
+            )
+        output = BlockOutput()
+        for message in messages:
+            self._pipeline.batchers = pickle.loads(saved)
+            try:
+                single = self._pipeline.process([message])
+            except Exception as error:
+                output.dead_letters.append(
+                    DeadLetter(
+                        message,
+                        "internal_error",
+                        f"processing this event raised {type(error).__name__}: "
+                        f"{error}; the worker log has the traceback",
+                    )
+                )
+                continue
+            saved = pickle.dumps(self._pipeline.batchers)
+            output.extend(single)
+        self._pipeline.batchers = pickle.loads(saved)
+        return output
 
     def close_idle_batches(self) -> None:
         """Close the batches whose window ended a window's length ago."""

@@ -165,7 +165,7 @@ CREATE TABLE IF NOT EXISTS batch_drift
     statistic Nullable(Float64),
     p_value Nullable(Float64),
     adjusted_p_value Nullable(Float64) COMMENT 'Benjamini-Hochberg across the batch',
-    drifted UInt8 COMMENT '1 when adjusted_p_value < 0.05',
+    drifted UInt8 COMMENT '1 when adjusted_p_value < 0.01',
     reason String,
     kafka_partition UInt32,
     kafka_offset UInt64
