@@ -305,11 +305,16 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
         worker_log.close()
 
     _step("read the results from ClickHouse")
+    report = work / "report.html"
     with Storage.connect(env["ODDWATCH_CLICKHOUSE"]) as storage:
         for title, query in DEMO_QUERIES:
             _print_query(storage, title, query)
         _print_alerts(storage)
-    print(f"\nworker log: {work / 'worker.log'}")
+        from streams.report import write_report
+
+        write_report(storage, report, model="census", version=1)
+    print(f"\nreport: {report} (open it in a browser; it needs no server)")
+    print(f"worker log: {work / 'worker.log'}")
     print(
         f"query it yourself: ODDWATCH_CLICKHOUSE=chdb://{work / 'clickhouse'} "
         ".venv/bin/oddwatch sql 'SELECT * FROM batches LIMIT 5'"
