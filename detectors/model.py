@@ -157,11 +157,14 @@ class ModelVersion:
     def score_frame(self, frame: Block, learn: bool = True) -> pd.DataFrame:
         """Score and check rows, one output row per input row.
 
-        Columns: ``score``, ``threshold``, ``is_outlier`` and one
-        ``status_<feature>`` per profile feature.
+        Columns: ``score``, ``threshold``, ``is_outlier``, one
+        ``status_<feature>`` per profile feature, and for each custom metric
+        ``metric_<name>`` (its value), ``metric_<name>_passed`` and
+        ``metric_<name>_error``, as the stream computes them.
         """
         check = self.check_block(frame)
         scores = self.detector.score_and_learn(check, learn=learn)
+        metrics = self.evaluate_metrics(frame) if self.metrics else {}
         index = frame.index if isinstance(frame, pd.DataFrame) else None
         out = pd.DataFrame(
             {
@@ -173,6 +176,10 @@ class ModelVersion:
         )
         statuses = check.statuses.add_prefix("status_")
         statuses.index = out.index
+        for name, result in metrics.items():
+            out[f"metric_{name}"] = result.values
+            out[f"metric_{name}_passed"] = result.passed
+            out[f"metric_{name}_error"] = result.errors
         return pd.concat([out, statuses], axis=1)
 
     def explain_block(
