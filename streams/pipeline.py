@@ -205,9 +205,14 @@ class Pipeline:
     """
 
     def __init__(
-        self, registry: ModelRegistry, make_batcher: Callable[[int], Batcher] | Batcher
+        self,
+        registry: ModelRegistry,
+        make_batcher: Callable[[int], Batcher] | Batcher,
+        *,
+        stored_request_ids: Callable[[str, int, list[str]], set[str]] | None = None,
     ) -> None:
         self.registry = registry
+        self.stored_request_ids = stored_request_ids
         if isinstance(make_batcher, Batcher):
             # One batcher for every partition: fine for a single partition.
             shared = make_batcher
@@ -275,9 +280,12 @@ class Pipeline:
                 continue
             groups[(event.model, event.version)].append((event, message))
 
+        self._reject_duplicates(output, groups)
         state = self.batcher(topic, partition)
         last_offset = max(message.offset for message in messages)
         for (model, version), members in groups.items():
+            if not members:
+                continue
             try:
                 model_version = self.registry.get(model, version)
             except (ModelNotFound, ModelRetired, ModelUnavailable) as error:
@@ -288,6 +296,40 @@ class Pipeline:
                 continue
             closed = self._score_group(output, model_version, state, members)
             self._add_batches(output, state, closed, partition, last_offset)
+
+    def _reject_duplicates(
+        self,
+        output: BlockOutput,
+        groups: dict[tuple[str, int], list[tuple[PredictionEvent, RawMessage]]],
+    ) -> None:
+        """Send events whose request id was seen before to the dead-letter topic.
+
+        A request id is unique per model version; an event that repeats one,
+        in this block or among the stored events, is not counted twice.
+        """
+        for (model, version), members in groups.items():
+            ids = [event.request_id for event, _ in members]
+            stored = set()
+            if self.stored_request_ids is not None:
+                stored = self.stored_request_ids(model, version, ids)
+            seen: set[str] = set()
+            kept = []
+            for event, message in members:
+                if event.request_id in stored or event.request_id in seen:
+                    output.dead_letters.append(
+                        DeadLetter(
+                            message,
+                            "duplicate_request_id",
+                            f"request_id {event.request_id!r} of model {model!r} "
+                            f"version {version} was processed before; send each "
+                            "request once, or give a new request a new request_id",
+                            "request_id",
+                        )
+                    )
+                    continue
+                seen.add(event.request_id)
+                kept.append((event, message))
+            groups[(model, version)] = kept
 
     def _score_group(
         self,

@@ -92,7 +92,9 @@ class BlockProcessor:
             registry = ModelRegistry(
                 self.settings.store, self._reader, snapshots=self._load_snapshot
             )
-            self._pipeline = Pipeline(registry, self._make_batcher)
+            self._pipeline = Pipeline(
+                registry, self._make_batcher, stored_request_ids=self._stored_ids
+            )
             log.info(
                 "worker ready: %d model versions registered",
                 len(self._reader.registrations),
@@ -287,6 +289,20 @@ class BlockProcessor:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, RETRY_MAX_DELAY)
                 attempt += 1
+
+    def _stored_ids(self, model: str, version: int, ids: list[str]) -> set[str]:
+        """Return which of ``ids`` are stored already for this model version."""
+        assert self._storage is not None
+        storage = self._storage
+        rows = self._retry(
+            lambda: storage.query_rows(
+                "SELECT request_id FROM events WHERE model = {model:String} "
+                "AND version = {version:UInt32} AND request_id IN {ids:Array(String)}",
+                {"model": model, "version": version, "ids": ids},
+            ),
+            "looking up request ids",
+        )
+        return {row[0] for row in rows}
 
     def _make_batcher(self, partition: int) -> Batcher:
         return Batcher(

@@ -109,7 +109,8 @@ def test_worker_dead_letters_bad_events(worker_process, kafka_servers, adult_tes
         orjson.dumps({"model": "census", "version": 1, "features": {}}),
         orjson.dumps({**good[0], "request_id": "other", "version": 99}),
     ]
-    for value in [*bad, *(orjson.dumps(e) for e in good)]:
+    # The last one repeats the first good event's request id.
+    for value in [*bad, *(orjson.dumps(e) for e in good), orjson.dumps(good[0])]:
         producer.produce(topic, key=b"census", value=value)
     assert producer.flush(30) == 0
 
@@ -129,4 +130,5 @@ def test_worker_dead_letters_bad_events(worker_process, kafka_servers, adult_tes
         (1, "not_an_object", ""),
         (2, "invalid_event", "request_id"),
         (3, "model_not_registered", "version"),
+        (9, "duplicate_request_id", "request_id"),
     ]
