@@ -72,9 +72,10 @@ which records why the stream closed the batch. It expects a ``batch_id``
 column in ``events``, ``feature_checks`` and ``metric_checks``, and
 ``metric_checks`` to hold one row per event and custom metric, with ``status``
 ``passed``, ``failed`` or ``error``. Replace ``60000`` with the window length in
-milliseconds and the cut-offs with your own. NOTE: ``streams.ddl`` does not
-create ``metric_checks`` yet, so leave out the third part of the ``UNION ALL``
-until it does::
+milliseconds and the cut-offs with your own. The worker's health also drops
+to orange for a batch with a drifted feature (``batch_drift``), which this
+query leaves out; ``deploy/clickhouse/queries/batch_summary_check.sql`` has
+it::
 
     WITH
         checks AS (
@@ -122,9 +123,9 @@ until it does::
     INNER JOIN shares USING batch_id
     ORDER BY model, version, batch_id
 
-NOTE: storage keeps one row per ``request_id`` of a model version. When a
-client sends the same ``request_id`` twice, the stream counts both events but
-the query above counts one.
+The worker sends an event that repeats a processed ``request_id`` to the
+dead-letter topic before batching, so each request is counted once on both
+sides.
 
 Examples
 --------

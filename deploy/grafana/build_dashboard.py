@@ -91,12 +91,11 @@ def build_dashboard(directory: Path | None = None) -> dict[str, Any]:
         _worst_features(load_query("worst_features_hour_before", directory), 30),
         _alerts_chart(load_query("alerts_per_day", directory), 30),
         _dead_letters(load_query("dead_letters_by_reason", directory), 39),
-        _row("Batch ${batch_id}", 46),
-        _batch_checks(load_query("batch_summary", directory), 47),
-        _batch_requests(load_query("batch_requests", directory), 47),
+        _drift(load_query("batch_drift", directory), 46),
+        _row("Batch ${batch_id}", 56),
+        _batch_checks(load_query("batch_summary", directory), 57),
+        _batch_requests(load_query("batch_requests", directory), 57),
     ]
-    # NOTE: drift per feature and batch has no panel, because no query file
-    # reads the batch_drift table yet.
     for number, panel in enumerate(panels, start=1):
         panel["id"] = number
     return {
@@ -384,6 +383,24 @@ def _alerts_chart(query: Query, y: int) -> dict[str, Any]:
 def _dead_letters(query: Query, y: int) -> dict[str, Any]:
     panel = _panel(query, "table", "Dead letters by reason, all models", 0, y, 24, 7)
     panel["fieldConfig"] = {"defaults": {}, "overrides": []}
+    panel["options"] = {"showHeader": True, "cellHeight": "sm"}
+    return panel
+
+
+def _drift(query: Query, y: int) -> dict[str, Any]:
+    """Build the table of drift tests, drifted features in red."""
+    panel = _panel(query, "table", "Drift per feature and batch", 0, y, 24, 10)
+    panel["fieldConfig"] = {
+        "defaults": {},
+        "overrides": [
+            _override(
+                "drifted",
+                ("color", {"mode": "thresholds"}),
+                ("thresholds", _steps(("green", None), ("red", 1))),
+                ("custom.cellOptions", {"type": "color-background"}),
+            )
+        ],
+    }
     panel["options"] = {"showHeader": True, "cellHeight": "sm"}
     return panel
 

@@ -868,7 +868,8 @@ def test_batch_summary_check_repeated_request(tmp_path, census_store, stored):
     url = f"chdb://{tmp_path / 'clickhouse'}"
     with Storage.connect(url) as storage:
         sink = ClickHouseSink(storage)
-        sink.write(pipeline.process(messages), deduplication_token(messages))
+        first = pipeline.process(messages)
+        sink.write(first, deduplication_token(messages))
         last = [
             RawMessage(TOPIC, 0, len(messages), None, orjson.dumps(later), stored.start)
         ]
@@ -883,10 +884,36 @@ def test_batch_summary_check_repeated_request(tmp_path, census_store, stored):
         )
         stored_events = storage.query_rows("SELECT events FROM batches FINAL")
 
-    assert stored_events == [(6,)]
+    # The repeated request goes to the dead-letter topic, so the stream and
+    # SQL count the same five events.
+    assert [letter.reason_code for letter in first.dead_letters] == [
+        "duplicate_request_id"
+    ]
+    assert stored_events == [(5,)]
     assert frame["events"].tolist() == [5, 1]
-    assert frame["stored_summary"].tolist() == ["differs", "missing"]
+    assert frame["stored_summary"].tolist() == ["match", "missing"]
     assert frame["closed_by"].tolist() == ["time", ""]
+
+
+def test_batch_drift_per_feature(stored, storage):
+    since = stored.start - timedelta(days=2)
+    frame = _run(storage, "batch_drift", model=MODEL, version=VERSION, since=since)
+    batches = storage.query_frame(
+        "SELECT batch_id, events FROM batches FINAL WHERE model = {m:String}",
+        {"m": MODEL},
+    )
+    features = stored.statuses["feature"].nunique()
+    # Every closed batch is tested, one row per profiled feature.
+    assert sorted(set(frame["batch_id"])) == sorted(batches["batch_id"])
+    assert len(frame) == len(batches) * features
+    small = set(batches.loc[batches["events"] < 20, "batch_id"])
+    assert (frame.loc[frame["batch_id"].isin(small), "tested"] == 0).all()
+    tested = frame[frame["tested"] == 1]
+    assert len(tested) > 0
+    assert (tested["values"] <= 100).all()
+    drifted = tested["adjusted_p_value"] < 0.01
+    assert (tested["drifted"] == drifted.astype(int)).all()
+    assert frame["window_start"].is_monotonic_increasing
 
 
 def test_query_bind_fills_nullable():
@@ -930,6 +957,7 @@ def _sample_parameters(stored: Stored) -> dict[str, dict]:
     version = {"model": MODEL, "version": VERSION}
     return {
         "alerts_per_day": {"since": since.date()},
+        "batch_drift": {**version, "since": since},
         "batch_requests": {"batch_id": batch_id},
         "batch_summary": {"batch_id": batch_id},
         "batch_summary_check": {
@@ -951,6 +979,7 @@ def _sample_parameters(stored: Stored) -> dict[str, dict]:
 
 QUERY_TESTS = {
     "alerts_per_day": test_alerts_per_day_by_kind,
+    "batch_drift": test_batch_drift_per_feature,
     "batch_requests": test_batch_requests_crafted_batch,
     "batch_summary": test_batch_summary_crafted_batch,
     "batch_summary_check": test_batch_summary_check_matches_stored,

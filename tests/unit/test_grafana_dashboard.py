@@ -305,6 +305,31 @@ def _insert_rows(storage: Storage) -> None:
         ),
     )
     storage.insert_block(
+        "batch_drift",
+        _columns(
+            [
+                batch
+                | {
+                    "window_start": START,
+                    "feature": feature,
+                    "method": method,
+                    "tested": 1,
+                    "values": 5,
+                    "missing": 0,
+                    "statistic": statistic,
+                    "p_value": p_value,
+                    "adjusted_p_value": p_value,
+                    "drifted": int(p_value < 0.01),
+                    "reason": "",
+                }
+                for feature, method, statistic, p_value in [
+                    ("age", "ks", 0.9, 0.001),
+                    ("workclass", "chi_square", 1.2, 0.5),
+                ]
+            ]
+        ),
+    )
+    storage.insert_block(
         "alerts",
         _columns(
             [

@@ -18,9 +18,8 @@
 -- batch's window start.
 --
 -- FINAL keeps one row per request_id, so an event stored twice is counted
--- once. NOTE: when a client sends the same request_id twice, the worker
--- counts both events but this query counts one, and stored_summary is
--- 'differs' for that batch.
+-- once. The worker sends an event that repeats a processed request_id to
+-- the dead-letter topic, so it is counted neither there nor here.
 --
 -- Parameters:
 --   {model:String}                model name
