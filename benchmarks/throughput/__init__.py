@@ -1,0 +1,1 @@
+"""Throughput, latency and memory of one ``oddwatch worker`` end to end."""
