@@ -283,6 +283,22 @@ def machine() -> dict[str, object]:
     }
 
 
+def source_state() -> dict[str, object]:
+    """Return the commit and the uncommitted files the workers ran from."""
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.rstrip("\n")
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted": git(
+            "status", "--short", "--", "streams", "schemas", "detectors"
+        ).splitlines(),
+    }
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -291,7 +307,11 @@ class Report:
     """Print results as they come and collect them for results.json."""
 
     def __init__(self) -> None:
-        self.data: dict[str, object] = {"machine": machine(), "uptime": []}
+        self.data: dict[str, object] = {
+            "machine": machine(),
+            "source": source_state(),
+            "uptime": [],
+        }
 
     def note_load(self, when: str) -> None:
         line = uptime()
