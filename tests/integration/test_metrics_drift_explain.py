@@ -19,6 +19,7 @@ from scipy.stats import false_discovery_control
 from detectors import train_model
 from detectors.profile import Profile
 from schemas import MetricConfig
+from streams.pipeline import DRIFT_ALPHA
 from streams.storage import Storage
 from tests.integration.support_worker import (
     DAY_WINDOW,
@@ -605,7 +606,7 @@ def test_adjusted_p_values_correct_per_batch(drift_run):
 
     assert (drift["adjusted_p_value"] >= drift["p_value"]).all()
     assert (drift["adjusted_p_value"] > drift["p_value"]).any()
-    assert (drift["drifted"] == (drift["adjusted_p_value"] <= 0.05)).all()
+    assert (drift["drifted"] == (drift["adjusted_p_value"] <= DRIFT_ALPHA)).all()
     for batch_id, rows in drift.groupby("batch_id"):
         expected = false_discovery_control(rows["p_value"].to_numpy(), method="bh")
         np.testing.assert_allclose(
