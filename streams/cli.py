@@ -156,7 +156,22 @@ def score(
 
     settings = Settings.from_env(store=store)
     model_version = load_model(settings.store, model, version)
-    result = model_version.score_frame(read_table(data), learn=learn)
+    frame = read_table(data)
+    features = list(model_version.profile.features)
+    absent = [name for name in features if name not in frame.columns]
+    if len(absent) == len(features):
+        raise OddwatchError(
+            f"none of the {len(features)} features of {model} version {version} is "
+            f"a column of {data}: expected {', '.join(features)}; got "
+            f"{', '.join(map(str, frame.columns))}"
+        )
+    if absent:
+        typer.echo(
+            f"warning: {data} has no column for {', '.join(absent)}; those "
+            "features get the status missing in every row",
+            err=True,
+        )
+    result = model_version.score_frame(frame, learn=learn)
     if out.suffix == ".parquet":
         result.to_parquet(out, index=False)
     else:

@@ -65,10 +65,16 @@ ORDER BY indexOf(['green', 'yellow', 'orange', 'red'], health)
     (
         "the batch table: the first five batches and every batch that is not green",
         """
-SELECT batch_id, closed_by, events, outliers, late_events,
-       round(pass_share, 4) AS pass_share, health
-FROM batches FINAL
-WHERE health != 'green' OR batch_id IN (
+SELECT b.batch_id AS batch_id, closed_by, events, outliers, late_events,
+       round(pass_share, 4) AS pass_share, health, d.features AS drifted
+FROM batches FINAL AS b
+LEFT JOIN (
+    SELECT batch_id, arrayStringConcat(groupArray(toString(feature)), ', ') AS features
+    FROM batch_drift FINAL
+    WHERE drifted = 1
+    GROUP BY batch_id
+) AS d ON b.batch_id = d.batch_id
+WHERE health != 'green' OR b.batch_id IN (
     SELECT batch_id FROM batches FINAL ORDER BY batch_id LIMIT 5)
 ORDER BY batch_id
 """,
@@ -245,7 +251,7 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     """Run the demo end to end and print the results."""
     work = settings.home / "demo"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -281,7 +287,11 @@ def run_demo(settings: Settings, data_dir: Path) -> None:
     _step("start a worker")
     worker_log = (work / "worker.log").open("w")
     worker = subprocess.Popen(
-        [*oddwatch, "worker"], env=env, stdout=worker_log, stderr=subprocess.STDOUT
+        [*oddwatch, "worker"],
+        env=env,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_stop_with_parent,
     )
     try:
         _step(
@@ -370,6 +380,18 @@ def _print_alerts(storage: Storage) -> None:
                 f"    {reason['check']} {reason['feature']} {reason['status']}: "
                 f"{reason['value']!r}{weight}, expected {reason['expected']}"
             )
+
+
+def _stop_with_parent() -> None:
+    """Have the kernel stop the worker if the demo process dies (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(
+            1, signal.SIGTERM
+        )  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(worker: subprocess.Popen) -> None:

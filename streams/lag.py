@@ -7,13 +7,7 @@ so far.
 
 import time
 
-from confluent_kafka import (
-    Consumer,
-    ConsumerGroupTopicPartitions,
-    KafkaException,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streams.errors import KafkaUnavailableError
 
@@ -23,34 +17,36 @@ __all__ = ["LagProbe", "wait_until_consumed"]
 class LagProbe:
     """Read a group's committed offsets and a topic's end offsets.
 
-    Holds one admin client and one consumer (which never joins the group), so
-    repeated reads open no new connections.
+    Holds one consumer configured with the group's id, which never subscribes
+    and so never joins the group: it only asks the group coordinator for the
+    committed offsets. Repeated reads open no new connections.
     """
 
     def __init__(self, servers: str, group: str, topic: str) -> None:
         self.servers = servers
         self.group = group
         self.topic = topic
-        config = {"bootstrap.servers": servers, "log_level": 3}
-        self._admin = AdminClient(config)
         self._consumer = Consumer(
-            {**config, "group.id": f"{group}-lag-probe", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
         )
 
     def lag(self, timeout: float = 10.0) -> int:
         """Return how many messages of the topic the group has not committed yet.
 
-        Returns -1 while the topic does not exist.
+        Returns -1 while the topic does not exist or the broker cannot tell yet.
         """
         try:
             ends = self._end_offsets(timeout)
             if not ends:
                 return -1
-            request = ConsumerGroupTopicPartitions(
-                self.group, [TopicPartition(self.topic, p) for p in ends]
+            partitions = self._consumer.committed(
+                [TopicPartition(self.topic, p) for p in ends], timeout=timeout
             )
-            future = self._admin.list_consumer_group_offsets([request])[self.group]
-            partitions = future.result(timeout).topic_partitions
         except KafkaException as error:
             if error.args and getattr(error.args[0], "retriable", lambda: False)():
                 # A broker that has just started is still loading its group

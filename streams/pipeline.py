@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -278,6 +278,12 @@ class Pipeline:
                     DeadLetter(message, _reason_code(error), str(error), error.field)
                 )
                 continue
+            problem = _time_problem(event.event_time, message.received_at)
+            if problem:
+                output.dead_letters.append(
+                    DeadLetter(message, "invalid_event", problem, "timestamp")
+                )
+                continue
             groups[(event.model, event.version)].append((event, message))
 
         self._reject_duplicates(output, groups)
@@ -419,6 +425,32 @@ class _Group:
     batch_ids: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     contributions: dict[int, list] = field(default_factory=dict)
+
+
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""Events stamped before this are rejected as mistaken clocks or units."""
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of its receipt an event's timestamp may be.
+
+A timestamp far in the future would open a batch window that every later
+event then falls into as a late event, so such events are rejected."""
+
+
+def _time_problem(event_time: datetime, received_at: datetime) -> str:
+    """Return why an event's time is not believable, or an empty string."""
+    if event_time < EARLIEST_EVENT_TIME:
+        return (
+            f"field 'timestamp': expected a time after 2000-01-01, got "
+            f"{event_time.isoformat()}; check the producer's clock and time unit"
+        )
+    if event_time > received_at + MAX_CLOCK_SKEW:
+        return (
+            f"field 'timestamp': expected a time at most 5 minutes after the event "
+            f"was received ({received_at.isoformat()}), got {event_time.isoformat()}; "
+            "check the producer's clock"
+        )
+    return ""
 
 
 def _reason_code(error: InvalidEvent) -> str:

@@ -9,11 +9,13 @@ command twice sends each dead letter once.
 
 import logging
 
+import orjson
 from confluent_kafka import Consumer, KafkaException
 
-from schemas import DeadLetter, InvalidEvent
+from schemas import DeadLetter, InvalidEvent, ModelState
 from streams.errors import KafkaUnavailableError
 from streams.publisher import Publisher
+from streams.registration import RegistrationReader
 from streams.settings import Settings
 
 __all__ = ["redeliver"]
@@ -27,7 +29,10 @@ def redeliver(
     """Re-send dead letters whose reason code is in ``reasons`` (all if empty).
 
     Reads the dead-letter topic until no message arrives for ``idle_timeout``
-    seconds. Returns (re-sent, skipped).
+    seconds. A ``model_not_registered`` letter is re-sent only once its
+    version is registered and active; until then it is skipped, and since the
+    command's consumer group has moved past it, the next run will not see it
+    again: run the command after registering. Returns (re-sent, skipped).
     """
     consumer = Consumer(
         {
@@ -39,6 +44,14 @@ def redeliver(
         }
     )
     publisher = Publisher(settings)
+    reader = RegistrationReader(settings)
+    reader.catch_up(timeout=15)
+    registered = {
+        key
+        for key, item in reader.registrations.items()
+        if item.state == ModelState.ACTIVE
+    }
+    reader.close()
     sent = skipped = 0
     try:
         consumer.subscribe([settings.topic("deadletter")])
@@ -51,6 +64,12 @@ def redeliver(
                     continue
                 letter = _decode(message.value())
                 if letter is None or (reasons and letter.reason_code not in reasons):
+                    skipped += 1
+                    continue
+                if letter.reason_code == "model_not_registered" and (
+                    _model_of(letter.original) not in registered
+                ):
+                    # Sending it back would only bounce it again.
                     skipped += 1
                     continue
                 publisher.send(
@@ -66,6 +85,14 @@ def redeliver(
     finally:
         consumer.close()
     return sent, skipped
+
+
+def _model_of(original: bytes) -> tuple[str, int] | None:
+    try:
+        document = orjson.loads(original)
+        return (document["model"], document["version"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def _decode(value: bytes | None) -> DeadLetter | None:

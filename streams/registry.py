@@ -84,13 +84,23 @@ class ModelRegistry:
             raise ModelUnavailable(
                 f"model {model!r} version {version} could not be loaded: {error}"
             ) from error
+        if cached is not None:
+            # The same version registered again (a new threshold or new
+            # metrics): keep what its online detector has learned.
+            loaded.restore_detector_state(cached[1].detector_state())
+            origin = "carried over from the version it replaces"
+        elif self._resume(loaded, checksum):
+            origin = "resumed from its last snapshot"
+        else:
+            origin = "as trained"
         self._models[(model, version)] = (checksum, loaded)
         log.info(
-            "loaded model %s version %d from %s (threshold %.6g)",
+            "loaded model %s version %d from %s (threshold %.6g), detector %s",
             model,
             version,
             directory,
             loaded.threshold,
+            origin,
         )
         return loaded
 

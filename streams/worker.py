@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> None:
     """Start a worker and block until it is stopped (SIGINT or SIGTERM)."""
+    from streams.topics import ensure_topics
+
+    # Fail with oddwatch's own message when Kafka is not there, before Faust
+    # starts and ends in a library traceback.
+    ensure_topics(settings, timeout=15)
     app = create_app(settings)
     log.info("starting worker: %s", settings.describe())
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)

@@ -241,12 +241,6 @@ def test_stream_scores_as_offline_replay(lifecycle_run):
     np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a worker reloads a version whose artifact changed from disk, so its "
-    "online detector starts again from the trained state",
-)
 def test_alert_rate_change_keeps_learned_state(lifecycle_run):
     """Version 2 keeps what its online detector learned in phase B.
 
