@@ -67,7 +67,7 @@ ORDER BY indexOf(['green', 'yellow', 'orange', 'red'], health)
         """
 SELECT b.batch_id AS batch_id, closed_by, events, outliers, late_events,
        round(pass_share, 4) AS pass_share, health, d.features AS drifted
-FROM batches FINAL AS b
+FROM batches AS b FINAL
 LEFT JOIN (
     SELECT batch_id, arrayStringConcat(groupArray(toString(feature)), ', ') AS features
     FROM batch_drift FINAL
