@@ -79,17 +79,7 @@ def replay_frame(
     frame = frame.drop(columns=list(exclude))
     run_id = uuid.uuid4().hex[:12]
     topic = settings.topic("predictions")
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka, "linger.ms": 20, "acks": "all"}
-    )
-    failures: list[str] = []
-
-    def on_delivery(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    _wait_for_broker(producer, settings.kafka)
-    started = time.monotonic()
+    sender = _Sender(settings, rate)
     records = frame.to_dict(orient="records")
     with typer.progressbar(
         length=len(records),
@@ -104,21 +94,11 @@ def replay_frame(
                 request_id=f"{run_id}-{number}",
                 prediction_columns=prediction_columns,
             )
-            _produce(producer, topic, model.encode(), orjson.dumps(event), on_delivery)
-            if rate is not None:
-                delay = started + (number + 1) / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            sender.send(model.encode(), orjson.dumps(event))
             if number % 1000 == 999:
                 bar.update(1000)
         bar.update(len(records) % 1000)
-    remaining = producer.flush(60)
-    if remaining or failures:
-        raise KafkaUnavailableError(
-            f"{remaining} events were not delivered and {len(failures)} failed "
-            f"(first error: {failures[0] if failures else 'timed out'}); "
-            f"check that Kafka at {settings.kafka} is running"
-        )
+    sender.finish()
     log.info("replay run %s sent %d events to %s", run_id, len(records), topic)
     return len(records)
 
@@ -137,40 +117,56 @@ def replay_lines(
     producer's. Each event's model name is its key when the line is a JSON
     object with a ``model`` string, so its events share a partition.
     """
-    topic = settings.topic("predictions")
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka, "linger.ms": 20, "acks": "all"}
-    )
-    failures: list[str] = []
-
-    def on_delivery(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    _wait_for_broker(producer, settings.kafka)
-    started = time.monotonic()
-    sent = 0
+    sender = _Sender(settings, rate)
     with open(path, "rb") as lines:
         for line in lines:
             value = line.rstrip(b"\r\n")
             if not value:
                 continue
-            if limit is not None and sent >= limit:
+            if limit is not None and sender.sent >= limit:
                 break
-            _produce(producer, topic, _model_key(value), value, on_delivery)
-            sent += 1
-            if rate is not None:
-                delay = started + sent / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-    remaining = producer.flush(60)
-    if remaining or failures:
-        raise KafkaUnavailableError(
-            f"{remaining} events were not delivered and {len(failures)} failed "
-            f"(first error: {failures[0] if failures else 'timed out'}); "
-            f"check that Kafka at {settings.kafka} is running"
+            sender.send(_model_key(value), value)
+    sender.finish()
+    return sender.sent
+
+
+class _Sender:
+    """Produce to ``predictions`` at an optional rate; check delivery at the end."""
+
+    def __init__(self, settings: Settings, rate: float | None) -> None:
+        self.settings = settings
+        self.topic = settings.topic("predictions")
+        self.rate = rate
+        self.sent = 0
+        self.failures: list[str] = []
+        self.producer = Producer(
+            {"bootstrap.servers": settings.kafka, "linger.ms": 20, "acks": "all"}
         )
-    return sent
+        _wait_for_broker(self.producer, settings.kafka)
+        self.started = time.monotonic()
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        _produce(self.producer, self.topic, key, value, self._on_delivery)
+        self.sent += 1
+        if self.rate is not None:
+            delay = self.started + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def finish(self) -> None:
+        """Wait for every event to be delivered; raise if any was not."""
+        remaining = self.producer.flush(60)
+        if remaining or self.failures:
+            first = self.failures[0] if self.failures else "timed out"
+            raise KafkaUnavailableError(
+                f"{remaining} events were not delivered and {len(self.failures)} "
+                f"failed (first error: {first}); check that Kafka at "
+                f"{self.settings.kafka} is running"
+            )
+
+    def _on_delivery(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self.failures.append(str(error))
 
 
 def _model_key(value: bytes) -> bytes | None:
