@@ -1,9 +1,9 @@
 """Hostile input: every message is scored or dead-lettered, and the worker lives.
 
-Hand-written cases cover what producers get wrong in practice (bytes that
+Hand-written cases cover what producers get wrong in practice: bytes that
 are not UTF-8 or not JSON, JSON that is not an object, NaN and 1e400,
 nesting 10,000 deep, a 10 MB event, huge integers, strings for numbers,
-unknown versions, timestamps centuries away). Hypothesis adds a few
+unknown versions and timestamps centuries away. Hypothesis adds a few
 thousand events drawn from the JSON Schema shipped in schemas/json, each
 property valid or broken. The same schema, checked with the jsonschema
 package, decides which of them the worker must score. The tests after the
