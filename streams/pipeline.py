@@ -391,6 +391,8 @@ class Pipeline:
         offset: int,
     ) -> None:
         created = datetime.now(UTC)
+        # -1 stands for "nothing stored yet"; the columns are unsigned.
+        offset = max(offset, 0)
         for summary in summaries:
             records = state.values.pop(summary.batch_id, [])
             drift = self._drift(summary, records)

@@ -113,9 +113,16 @@ class BlockProcessor:
                 )
             if not fresh:
                 return None
+            saved = pickle.dumps(self._pipeline.batchers)
             output = self._process_isolated(fresh)
             ends = _last_offsets(fresh)
-            self._deliver(output, ends)
+            try:
+                self._deliver(output, ends)
+            except BaseException:
+                # The block is not stored, so Kafka delivers it again; its
+                # events must not stay counted in the open batches.
+                self._pipeline.batchers = pickle.loads(saved)
+                raise
             self._snapshot_if_due()
             return output
 

@@ -7,6 +7,9 @@ from schemas import DeadLetter as DeadLetterRecord
 
 __all__ = ["DeadLetter", "RawMessage"]
 
+MAX_REASON_LENGTH = 256
+"""Longest reason and field the dead-letter record accepts; longer are cut."""
+
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
@@ -39,8 +42,8 @@ class DeadLetter:
         return DeadLetterRecord.from_original(
             self.message.value,
             reason_code=self.reason_code,
-            reason=self.reason,
-            field=self.field,
+            reason=_fit(self.reason, MAX_REASON_LENGTH),
+            field=_fit(self.field, MAX_REASON_LENGTH),
             topic=self.message.topic,
             partition=self.message.partition,
             offset=self.message.offset,
@@ -50,3 +53,10 @@ class DeadLetter:
     def to_json(self) -> bytes:
         """Encode as the value of a ``deadletter`` topic message."""
         return self.to_record().to_json()
+
+
+def _fit(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters and mark the cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3] + "..."

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class ModelRegistry:
         self.store = Path(store)
         self.reader = reader
         self.snapshots = snapshots
+        self._caught_up_at = 0.0
         self._models: dict[tuple[str, int], tuple[str, ModelVersion]] = {}
 
     def refresh(self) -> None:
@@ -142,9 +144,12 @@ class ModelRegistry:
                 )
             return None
         registration = self.reader.registrations.get((model, version))
-        if registration is None:
-            # It may have been registered a moment ago: read the topic to its end.
+        if registration is None and time.monotonic() - self._caught_up_at > 1.0:
+            # It may have been registered a moment ago: read the topic to its
+            # end, at most once a second, so a stream of unknown versions does
+            # not wait on the broker for each of them.
             self.reader.catch_up(timeout=2.0)
+            self._caught_up_at = time.monotonic()
             registration = self.reader.registrations.get((model, version))
         if registration is None:
             raise ModelNotFound(

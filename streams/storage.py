@@ -166,7 +166,9 @@ class Storage:
         rows = len(columns[names[0]]) if names else 0
         if rows == 0:
             return 0
-        settings = {}
+        # A block of replayed history can span more months than ClickHouse's
+        # default limit of 100 partitions per insert; the limit is lifted.
+        settings: dict[str, Any] = {"max_partitions_per_insert_block": 0}
         if deduplication_token is not None:
             settings["insert_deduplication_token"] = deduplication_token
         started = time.perf_counter()
