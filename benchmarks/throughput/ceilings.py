@@ -16,6 +16,7 @@ first batch to the last message, so connecting and joining are left out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import psutil
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, TopicPartition
@@ -41,6 +43,8 @@ class ReadRate:
 
     messages: int
     seconds: float
+    cpu_seconds: float
+    """CPU time of the reading process over the whole read, connecting included."""
 
     @property
     def rate(self) -> float:
@@ -49,10 +53,14 @@ class ReadRate:
 
 def read_with_aiokafka(servers: str, topic: str, count: int) -> ReadRate:
     """Read and decode ``count`` messages with a group-less aiokafka consumer."""
-    return asyncio.run(_read_with_aiokafka(servers, topic, count))
+    started = time.process_time()
+    messages, seconds = asyncio.run(_read_with_aiokafka(servers, topic, count))
+    return ReadRate(messages, seconds, time.process_time() - started)
 
 
-async def _read_with_aiokafka(servers: str, topic: str, count: int) -> ReadRate:
+async def _read_with_aiokafka(
+    servers: str, topic: str, count: int
+) -> tuple[int, float]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=servers, group_id=None, enable_auto_commit=False
     )
@@ -66,7 +74,7 @@ async def _read_with_aiokafka(servers: str, topic: str, count: int) -> ReadRate:
         await consumer.stop()
 
 
-async def _drain(consumer: AIOKafkaConsumer, count: int) -> ReadRate:
+async def _drain(consumer: AIOKafkaConsumer, count: int) -> tuple[int, float]:
     read = first_batch = 0
     first_at = 0.0
     deadline = time.monotonic() + 600
@@ -78,11 +86,12 @@ async def _drain(consumer: AIOKafkaConsumer, count: int) -> ReadRate:
             if not first_at:
                 first_at, first_batch = time.perf_counter(), len(messages)
             read += len(messages)
-    return ReadRate(read - first_batch, time.perf_counter() - first_at)
+    return read - first_batch, time.perf_counter() - first_at
 
 
 def read_with_confluent(servers: str, topic: str, count: int) -> ReadRate:
     """Read and decode ``count`` messages with a group-less confluent consumer."""
+    started = time.process_time()
     consumer = Consumer(
         {
             "bootstrap.servers": servers,
@@ -105,7 +114,8 @@ def read_with_confluent(servers: str, topic: str, count: int) -> ReadRate:
             read += len(messages)
     finally:
         consumer.close()
-    return ReadRate(read - first_batch, time.perf_counter() - first_at)
+    seconds = time.perf_counter() - first_at
+    return ReadRate(read - first_batch, seconds, time.process_time() - started)
 
 
 def read_with_take_events(
@@ -121,8 +131,12 @@ def read_with_take_events(
     ]  # fmt: skip
     with log_path.open("w") as log:
         child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=log)
+        cpu_seconds = 0.0
         try:
             _wait_for_file(result_path, child, timeout=600)
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(child.pid).cpu_times()
+                cpu_seconds = times.user + times.system
         finally:
             child.send_signal(signal.SIGTERM)
             try:
@@ -133,7 +147,7 @@ def read_with_take_events(
     if not result_path.exists():
         raise RuntimeError(f"the take_events reader wrote no result; see {log_path}")
     result = json.loads(result_path.read_text())
-    return ReadRate(result["messages"], result["seconds"])
+    return ReadRate(result["messages"], result["seconds"], cpu_seconds)
 
 
 def _wait_for_file(path: Path, child: subprocess.Popen, timeout: float) -> None:

@@ -43,16 +43,21 @@ from streams.storage import Storage
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
+def find_py_spy() -> str | None:
+    """Return the py-spy next to this Python, else the one on PATH, else None."""
+    executable = Path(sys.executable).with_name("py-spy")
+    return str(executable) if executable.exists() else shutil.which("py-spy")
+
+
 class PySpy:
     """``py-spy record`` attached to a process until :meth:`stop`."""
 
     def __init__(self, pid: int, output: Path, rate: int = 100) -> None:
-        executable = Path(sys.executable).with_name("py-spy")
-        found = str(executable) if executable.exists() else shutil.which("py-spy")
+        found = find_py_spy()
         if found is None:
             raise RuntimeError(
                 "py-spy is not installed; install it with `pip install py-spy` "
-                "or run without --profile"
+                "or pass --profile-events 0"
             )
         self.output = output
         self._log = output.with_suffix(".log").open("w")
@@ -370,6 +375,8 @@ def _run_blocks(
 def _profile_blocks(
     processor: BlockProcessor, blocks: Iterator[list[RawMessage]], count: int
 ) -> tuple[list[tuple[str, int, float, float]], int]:
+    if count == 0:
+        return [], 0
     profiler = cProfile.Profile()
     done = 0
     while done < count:

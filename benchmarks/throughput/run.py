@@ -75,6 +75,7 @@ from benchmarks.throughput.profiling import (
     PySpy,
     StackSummary,
     StageTimes,
+    find_py_spy,
     summarise_stacks,
     time_stages,
 )
@@ -86,6 +87,13 @@ log = logging.getLogger("benchmarks.throughput")
 
 DATA_DIR = REPO_ROOT / "deploy" / "demo" / "data"
 MIB = 1024 * 1024
+# Faust reads these settings from the environment, which the workers and the
+# take_events reader inherit, so a run can try them without code changes.
+FAUST_VARIABLES = (
+    "CONSUMER_MAX_FETCH_SIZE",
+    "BROKER_MAX_POLL_RECORDS",
+    "STREAM_BUFFER_MAXSIZE",
+)
 _INSERT_LINE = re.compile(r"wrote (\d+) rows to (\w+) in ([\d.]+) s")
 
 
@@ -310,6 +318,9 @@ class Report:
         self.data: dict[str, object] = {
             "machine": machine(),
             "source": source_state(),
+            "faust_environment": {
+                name: os.environ[name] for name in FAUST_VARIABLES if name in os.environ
+            },
             "uptime": [],
         }
 
@@ -333,9 +344,11 @@ class Report:
         print("\n== ceilings: reading the max stage's topic")
         for name, read in dataclasses.asdict(ceilings).items():
             rate = read["messages"] / max(read["seconds"], 1e-9)
+            per_message = read["cpu_seconds"] / max(read["messages"], 1) * 1e6
             print(
                 f"  {name:<12} {rate:>10,.0f} messages/s "
-                f"({read['messages']:,} in {read['seconds']:.1f} s)"
+                f"({read['messages']:,} in {read['seconds']:.1f} s, "
+                f"{per_message:.0f} us CPU/message)"
             )
         ratio = worker_rate / ceilings.aiokafka.rate
         print(f"  worker / aiokafka     {ratio:.3f}")
@@ -561,6 +574,11 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f"--events must be at least 1000, got {args.events}")
     if args.rate is not None and args.rate <= 0:
         parser.error(f"--rate must be more than 0, got {args.rate}")
+    if args.profile_events and find_py_spy() is None:
+        parser.error(
+            "py-spy is not installed; install it with `pip install py-spy` "
+            "or pass --profile-events 0"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
