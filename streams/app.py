@@ -53,8 +53,8 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        # A worker killed without leaving the group holds its partitions until
-        # its session times out; 10 s lets a restarted worker resume sooner.
+        # A worker killed without leaving the group keeps its partitions until
+        # its session times out, so 10 s lets a restarted worker resume sooner.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )

@@ -205,10 +205,10 @@ class HealthCutoffs:
     A share equal to a cut-off reaches that level, and a share below ``orange``
     is red.
 
-    The defaults leave room for the outliers that ``auto_od`` flags by design:
-    calibrated for 1 % outliers, a batch of 100 events turns yellow at four
-    outliers, which by the binomial distribution happens to about 1.8 % of
-    batches when the outlier rate is exactly 1 %.
+    The defaults leave room for the outliers that ``auto_od`` flags by design.
+    With ``auto_od`` calibrated for 1 % outliers, a batch of 100 events turns
+    yellow at four outliers. By the binomial distribution, that happens to
+    about 1.8 % of batches when the outlier rate is exactly 1 %.
 
     Examples
     --------
@@ -329,7 +329,7 @@ class Batcher:
     health_cutoffs
         Shares passed that set the health levels.
     partition
-        Kafka partition whose events this batcher sees. When given, batch ids
+        Kafka partition whose events this batcher receives. When given, batch ids
         carry it (``.../p3-000001``), so the batchers of several partitions
         never give two batches the same id.
 

@@ -38,4 +38,4 @@ class StorageBusyError(StorageError):
 
 
 class KafkaUnavailableError(OddwatchError):
-    """The Kafka broker did not answer within the timeout."""
+    """The Kafka broker did not respond within the timeout."""

@@ -31,7 +31,7 @@ _BATCH_TABLES = ("batches", "batch_checks", "batch_drift", "alerts")
 
 @dataclass
 class PartitionState:
-    """What the journal says about one partition."""
+    """The journal's record of one partition."""
 
     last_offset: int
     """Every event up to this offset is stored; -1 when nothing is."""

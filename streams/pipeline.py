@@ -1,9 +1,9 @@
 """Turn blocks of raw Kafka messages into rows, records and dead letters.
 
-This is the scoring agent's work without Kafka or ClickHouse: decode and
-validate each message, group the events by model version (keeping their order
-within a version), run the range checks and ``auto_od``, learn from the
-inliers, assign batches, and lay out what must be stored and published. The
+This is the scoring agent's work without Kafka or ClickHouse. It decodes and
+validates each message and groups the events by model version, keeping their
+order within a version. It runs the range checks and ``auto_od``, learns from
+the inliers, assigns batches, and lays out what must be stored and published. The
 caller writes :class:`BlockOutput` to ClickHouse and Kafka, then commits the
 block's offsets.
 """
@@ -63,7 +63,7 @@ UNHEALTHY = (Health.ORANGE, Health.RED)
 """Health levels that raise an ``unhealthy_batch`` alert."""
 
 MIN_ALERT_EVENTS = 20
-"""Fewest events a batch needs to raise an ``unhealthy_batch`` alert.
+"""Minimum number of events for a batch to raise an ``unhealthy_batch`` alert.
 
 In a smaller batch one expected outlier already moves the share passed by
 more than the cut-offs allow (one outlier in 12 events is 92 %), so such a
@@ -344,30 +344,38 @@ class Pipeline:
         state: PartitionBatches,
         members: list[tuple[PredictionEvent, RawMessage]],
     ) -> list[BatchSummary]:
+        # Check and score the block; learning skips the outliers.
         records = [event.features for event, _ in members]
         checks = model_version.check_block(records)
         scores = model_version.score_block(checks, learn=True)
-        metrics = (
-            model_version.evaluate_metrics(records) if model_version.metrics else {}
-        )
+        metrics = {}
+        if model_version.metrics:
+            metrics = model_version.evaluate_metrics(records)
         threshold = float(model_version.threshold)
         outliers = scores > threshold
         statuses = checks.statuses
         passed = _passed(statuses, model_version)
+
+        # Assign batches. A metric that raised for an event counts as None.
+        metric_passed = {
+            name: [
+                None if error is not None else bool(ok)
+                for ok, error in zip(result.passed, result.errors, strict=True)
+            ]
+            for name, result in metrics.items()
+        }
         batch_ids, closed = state.batcher.assign(
             model_version.model,
             model_version.version,
             [event.event_time for event, _ in members],
             statuses.where(~passed, Status.OK.value),
             outliers,
-            checks={
-                name: [None if error is not None else bool(ok)
-                       for ok, error in zip(result.passed, result.errors, strict=True)]
-                for name, result in metrics.items()
-            },
-        )  # fmt: skip
+            checks=metric_passed,
+        )
         for row, batch_id in enumerate(batch_ids):
             state.values.setdefault(batch_id, []).append(records[row])
+
+        # Explain the outliers, then lay out rows and messages.
         group = _Group(model_version, members, statuses, passed, scores, outliers)
         group.extra = checks.extra
         group.batch_ids = batch_ids

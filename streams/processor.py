@@ -11,9 +11,9 @@ For every block the agent takes from Kafka, in a worker thread:
 4. Write the rows to ClickHouse, retrying with back-off while it fails.
 5. Append the journal rows; only then does the agent acknowledge the block.
 
-Delivery: at least once from Kafka, exactly once in ClickHouse (by plain
-``count()``), at least once on the output topics, where a crash can repeat
-the messages of the last unfinished block; consumers deduplicate by
+Delivery is at least once from Kafka and exactly once in ClickHouse, by a
+plain ``count()``. The output topics get at least once: a crash can repeat
+the messages of the last unfinished block, so consumers deduplicate by
 ``request_id``, ``alert_id`` and ``batch_id``.
 """
 
@@ -203,7 +203,9 @@ class BlockProcessor:
                     error,
                 )
             finally:
-                assert self._storage and self._publisher and self._reader
+                assert self._storage is not None
+                assert self._publisher is not None
+                assert self._reader is not None
                 self._publisher.close()
                 self._reader.close()
                 self._storage.close()
@@ -232,7 +234,10 @@ class BlockProcessor:
         )
 
     def _deliver(self, output: BlockOutput, ends: dict[tuple[str, int], int]) -> None:
-        assert self._sink and self._publisher and self._journal and self._pipeline
+        assert self._sink is not None
+        assert self._publisher is not None
+        assert self._journal is not None
+        assert self._pipeline is not None
         self._retry(lambda: self._publish(output), "publishing to Kafka")
         # Unique per delivery: a retry of this delivery reuses it, so ClickHouse
         # drops tables written before the failure, while a later delivery at

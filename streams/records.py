@@ -8,7 +8,7 @@ from schemas import DeadLetter as DeadLetterRecord
 __all__ = ["DeadLetter", "RawMessage"]
 
 MAX_REASON_LENGTH = 256
-"""Longest reason and field the dead-letter record accepts; longer are cut."""
+"""Maximum length of a dead letter's reason and field; longer ones are cut."""
 
 
 @dataclass(frozen=True, slots=True)

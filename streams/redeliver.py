@@ -30,9 +30,9 @@ def redeliver(
 
     Reads the dead-letter topic until no message arrives for ``idle_timeout``
     seconds. A ``model_not_registered`` letter is re-sent only once its
-    version is registered and active; until then it is skipped, and since the
-    command's consumer group has moved past it, the next run will not see it
-    again: run the command after registering. Returns (re-sent, skipped).
+    version is registered and active. Until then it is skipped, and the
+    command's consumer group moves past it, so a later run does not read it
+    again: register the version first. Returns (re-sent, skipped).
     """
     consumer = Consumer(
         {

@@ -38,7 +38,7 @@ class ModelRegistry:
     """Load each registered model version once and keep it in memory.
 
     With a :class:`RegistrationReader`, a version is known once it is
-    registered on the ``models`` topic; its artifact is loaded from the path
+    registered on the ``models`` topic. Its artifact is loaded from the path
     in the registration, or from ``store`` when that path does not exist on
     this machine. Without a reader (offline use), every version in ``store``
     is known.

@@ -196,7 +196,7 @@ def _wait_for_broker(producer: Producer, servers: str) -> None:
         producer.list_topics(timeout=15)
     except KafkaException as error:
         raise KafkaUnavailableError(
-            f"Kafka at {servers} did not answer within 15 s ({error}); start it "
+            f"Kafka at {servers} did not respond within 15 s ({error}); start it "
             "with `deploy/kafka/kafka.sh start` or set ODDWATCH_KAFKA"
         ) from error
 

@@ -4,7 +4,7 @@ One connection string selects the engine, and the same SQL serves both:
 
 - ``chdb://DIR`` runs the ClickHouse engine inside this process, with its data
   in DIR (relative paths are taken from the current directory). Only one
-  process at a time can open a directory: a running worker holds it.
+  process at a time can open a directory, and a running worker keeps it open.
 - ``http(s)://[user:password@]host:port[/database]`` talks to a ClickHouse
   server.
 

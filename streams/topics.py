@@ -26,7 +26,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as error:
         raise KafkaUnavailableError(
-            f"Kafka at {settings.kafka} did not answer within {timeout:.0f} s "
+            f"Kafka at {settings.kafka} did not respond within {timeout:.0f} s "
             f"({error}); start it with `deploy/kafka/kafka.sh start` or set "
             "ODDWATCH_KAFKA"
         ) from error
