@@ -560,6 +560,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "stores, logs and results.json",
     )
     parser.add_argument(
+        "--stages-only",
+        action="store_true",
+        help="run only the in-process step timing (--stage-events events), "
+        "skipping every worker stage",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the broker's data and the ClickHouse directories",
@@ -574,7 +580,9 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f"--events must be at least 1000, got {args.events}")
     if args.rate is not None and args.rate <= 0:
         parser.error(f"--rate must be more than 0, got {args.rate}")
-    if args.profile_events and find_py_spy() is None:
+    if args.stages_only and args.stage_events == 0:
+        parser.error("--stages-only needs --stage-events above 0")
+    if args.profile_events and not args.stages_only and find_py_spy() is None:
         parser.error(
             "py-spy is not installed; install it with `pip install py-spy` "
             "or pass --profile-events 0"
@@ -616,6 +624,12 @@ def _run_stages(
     def stage(name: str) -> Stage:
         return Stage(name, run_dir / name, broker.servers, store,
                      block_size=args.block_size)  # fmt: skip
+
+    if args.stages_only:
+        times = time_stages(stage("stages"), model_version, events,
+                            args.stage_events, args.stage_events // 2)  # fmt: skip
+        report.stages(times)
+        return
 
     top = stage("max")
     run = run_worker(top, model_version, events, broker, args.events)
