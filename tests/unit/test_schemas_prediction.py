@@ -6,7 +6,12 @@ import orjson
 import pytest
 
 from schemas.errors import InvalidEvent
-from schemas.prediction import MAX_EVENT_BYTES, parse_prediction
+from schemas.prediction import (
+    MAX_EVENT_BYTES,
+    PredictionEvent,
+    _parse_plain_event,
+    parse_prediction,
+)
 
 NOW = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
 VALID = {
@@ -74,3 +79,63 @@ def test_prediction_oversized_rejected_before_decoding():
     raw = b'{"pad": "' + b"x" * MAX_EVENT_BYTES + b'"}'
     with pytest.raises(InvalidEvent, match="bytes"):
         parse_prediction(raw, NOW)
+
+
+# Events on both sides of every limit the common path checks inline. Each
+# must give what the general decoder gives: the same record or the same error.
+EDGE_CASES = [
+    VALID,
+    {**VALID, "version": 2.0},
+    {**VALID, "version": 1},
+    {**VALID, "version": 2**32 - 1},
+    {**VALID, "version": 2**32},
+    {**VALID, "version": -1},
+    {**VALID, "version": None},
+    {**VALID, "model": "x" * 256},
+    {**VALID, "model": "x" * 257},
+    {**VALID, "model": " \t"},
+    {**VALID, "model": "\u00a0\u2003"},
+    {**VALID, "model": " a "},
+    {**VALID, "model": None},
+    {**VALID, "request_id": ""},
+    {**VALID, "request_id": ["r1"]},
+    {**VALID, "timestamp": None},
+    {**VALID, "timestamp": "2026-12-04 14:00:00"},
+    {**VALID, "timestamp": "2026-12-04T14:00:00+05:30"},
+    {**VALID, "timestamp": "2026-12-04T14:00:00.123456789Z"},
+    {**VALID, "timestamp": "2026-12-04T14:00:00Z\n"},
+    {**VALID, "timestamp": "2026-12-04"},
+    {**VALID, "timestamp": "2026-13-04T14:00:00Z"},
+    {**VALID, "timestamp": "0001-01-01T00:00:00+01:00"},
+    {**VALID, "features": {}},
+    {**VALID, "features": {"age": None, "tags": [1, {"a": 2}]}},
+    {**VALID, "features": "age=39"},
+    {**VALID, "prediction": None},
+    {key: value for key, value in VALID.items() if key != "prediction"},
+    {key: value for key, value in VALID.items() if key != "features"},
+    {**VALID, "extra": 1},
+]
+
+
+def _outcome(parse, raw):
+    try:
+        return parse(raw)
+    except InvalidEvent as error:
+        return ("error", error.field, str(error))
+
+
+@pytest.mark.parametrize("document", EDGE_CASES)
+def test_prediction_common_path_equals_decoder(document):
+    raw = orjson.dumps(document)
+    general = _outcome(lambda data: PredictionEvent.from_json(data, NOW), raw)
+    assert _outcome(lambda data: parse_prediction(data, NOW), raw) == general
+
+
+def test_prediction_common_path_skips_invalid_bytes():
+    for raw in (b"", b"{", b"\xff", b"[]", b"null", b'{"model": "census"}'):
+        assert _parse_plain_event(raw, NOW) is None
+
+
+def test_prediction_common_path_taken_for_plain_event():
+    raw = orjson.dumps(VALID)
+    assert _parse_plain_event(raw, NOW) == PredictionEvent.from_json(raw, NOW)
