@@ -225,25 +225,28 @@ def _read_columns(
             "mapping; wrap one event in a list"
         )
     records = list(data)
-    for position, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise TypeError(
-                f"row {position}: expected a mapping of feature names to values, "
-                f"got {type(record).__name__}"
-            )
+    if not all(type(record) is dict for record in records):
+        for position, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise TypeError(
+                    f"row {position}: expected a mapping of feature names to values, "
+                    f"got {type(record).__name__}"
+                )
     columns = {
-        name: as_object_array([record.get(name) for record in records])
-        for name in profile.features
+        name: [record.get(name) for record in records] for name in profile.features
     }
-    extra = [
-        [
-            name
-            for name, value in record.items()
-            if name not in known and not is_missing(value)
-        ]
-        for record in records
+    return columns, [_extra_names(record, known) for record in records]
+
+
+def _extra_names(record: Mapping[str, Any], known: set[str]) -> list[str]:
+    """List the names of a record that are not known, skipping missing values."""
+    if record.keys() <= known:
+        return []
+    return [
+        name
+        for name, value in record.items()
+        if name not in known and not is_missing(value)
     ]
-    return columns, extra
 
 
 def _frame_columns(

@@ -150,6 +150,10 @@ def classify_column(
     numbers
         float64 array with the value of every ``NUMBER`` and NaN elsewhere.
     """
+    if isinstance(values, list):
+        plain = _classify_plain_list(values)
+        if plain is not None:
+            return plain
     if isinstance(values, np.ndarray) and values.dtype != object:
         values = pd.Series(values)
     if isinstance(values, pd.Series):
@@ -171,6 +175,34 @@ def _classify_typed_series(series: pd.Series) -> tuple[np.ndarray, np.ndarray] |
         return classes, numbers_
     if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
         classes = np.where(series.isna().to_numpy(), MISSING, STRING).astype(np.int8)
+        return classes, np.full(size, np.nan)
+    return None
+
+
+_NUMBER_OR_NONE = frozenset({int, float, type(None)})
+_STRING_OR_NONE = frozenset({str, type(None)})
+
+
+def _classify_plain_list(values: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """Classify a list of only numbers and None, or only strings and None.
+
+    These are the columns JSON events usually give. Returns None for any
+    other mix, and for an int beyond the float64 range, which the general
+    path maps to an infinity.
+    """
+    kinds = set(map(type, values))
+    size = len(values)
+    if kinds <= _NUMBER_OR_NONE:
+        try:
+            numbers_ = np.array(values, dtype=np.float64)
+        except OverflowError:
+            return None
+        classes = np.where(np.isnan(numbers_), MISSING, NUMBER).astype(np.int8)
+        return classes, numbers_
+    if kinds <= _STRING_OR_NONE:
+        classes = np.full(size, STRING, np.int8)
+        if type(None) in kinds:
+            classes[as_object_array(values) == None] = MISSING  # noqa: E711
         return classes, np.full(size, np.nan)
     return None
 

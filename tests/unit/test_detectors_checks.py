@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import Status, build_profile, check_block, check_record
+from detectors.values import _classify_objects, as_object_array, classify_column
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +167,36 @@ def test_check_block_duplicate_columns_rejected(profile):
     frame = pd.DataFrame([[30, 40]], columns=["age", "age"])
     with pytest.raises(ValueError, match=r"duplicates \['age'\]"):
         check_block(profile, frame)
+
+
+plain_columns = st.one_of(
+    st.lists(st.one_of(st.none(), st.integers(), st.floats()), max_size=20),
+    st.lists(st.one_of(st.none(), st.text(max_size=3)), max_size=20),
+    st.lists(st.sampled_from([None, 1, 2.5, 10**400, -(10**400), True]), max_size=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=plain_columns)
+def test_classify_list_equals_object_path(values):
+    classes, numbers = classify_column(values)
+    expected_classes, expected_numbers = _classify_objects(as_object_array(values))
+    assert classes.tolist() == expected_classes.tolist()
+    np.testing.assert_array_equal(numbers, expected_numbers)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ages=st.lists(st.one_of(st.none(), st.integers(0, 99), st.floats()), min_size=1),
+    sexes=st.lists(st.one_of(st.none(), st.sampled_from(["F", "M", "X"]))),
+)
+def test_check_block_plain_columns_equal_records(profile, ages, sexes):
+    rows = [{"age": age} for age in ages]
+    for row, sex in zip(rows, sexes, strict=False):
+        row["sex"] = sex
+    statuses = check_block(profile, rows).statuses
+    for position, row in enumerate(rows):
+        expected = {
+            name: str(status) for name, status in check_record(profile, row).items()
+        }
+        assert statuses.iloc[position].to_dict() == expected
