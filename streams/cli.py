@@ -195,6 +195,13 @@ def worker(
             min=1, help="Most events processed at once. [env: ODDWATCH_BLOCK_SIZE]"
         ),
     ] = None,
+    reader: Annotated[
+        str | None,
+        typer.Option(
+            help="blocks (confluent-kafka, whole blocks per call) or faust (a Faust "
+            "agent, one message at a time). [env: ODDWATCH_READER]"
+        ),
+    ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug, info, warning or error.")
     ] = None,
@@ -209,6 +216,7 @@ def worker(
         topic_prefix=topic_prefix,
         group=group,
         block_size=block_size,
+        reader=reader,
         log_level=log_level,
     )
     run_worker(settings)

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from schemas import DeadLetter as DeadLetterRecord
 
-__all__ = ["DeadLetter", "RawMessage"]
+__all__ = ["DeadLetter", "RawMessage", "offset_ranges"]
 
 MAX_REASON_LENGTH = 256
 """Maximum length of a dead letter's reason and field; longer ones are cut."""
@@ -60,3 +60,23 @@ def _fit(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 3] + "..."
+
+
+def offset_ranges(messages: list[RawMessage]) -> str:
+    """Name a block by the offset range it covers in each partition.
+
+    >>> from datetime import UTC, datetime
+    >>> now = datetime.now(UTC)
+    >>> offset_ranges([RawMessage("p", 0, offset, None, b"", now) for offset in (7, 5)])
+    'p/0/5-7'
+    """
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for message in messages:
+        key = (message.topic, message.partition)
+        bounds = ranges.setdefault(key, [message.offset, message.offset])
+        bounds[0] = min(bounds[0], message.offset)
+        bounds[1] = max(bounds[1], message.offset)
+    return ";".join(
+        f"{topic}/{partition}/{low}-{high}"
+        for (topic, partition), (low, high) in sorted(ranges.items())
+    )

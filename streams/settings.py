@@ -17,6 +17,7 @@ from streams.errors import ConfigError
 __all__ = ["Settings", "mask_url"]
 
 ENV_PREFIX = "ODDWATCH_"
+READERS = ("blocks", "faust")
 _TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]*$")
 
 
@@ -46,6 +47,10 @@ class Settings:
 
     partitions: int = 1
     """Partitions of the topics the workers create."""
+
+    reader: str = "blocks"
+    """How the worker reads ``predictions``: ``blocks`` (confluent-kafka, whole
+    blocks per call) or ``faust`` (a Faust agent, one message at a time)."""
 
     block_size: int = 1000
     """Largest number of events taken from Kafka and written to ClickHouse at once."""
@@ -96,6 +101,11 @@ class Settings:
                 f"topic prefix {self.topic_prefix!r} is invalid; Kafka topic names "
                 "allow only letters, digits, '.', '_' and '-'"
             )
+        if self.reader not in READERS:
+            raise ConfigError(
+                f"ODDWATCH_READER={self.reader!r} is invalid; expected one of "
+                + ", ".join(READERS)
+            )
         if self.block_size < 1:
             raise ConfigError(f"block_size must be at least 1, got {self.block_size}")
         if self.batch_size < 1:
@@ -127,7 +137,8 @@ class Settings:
         """Return the settings as one line, with passwords masked."""
         return (
             f"kafka={self.kafka} clickhouse={mask_url(self.clickhouse)} "
-            f"store={self.store} group={self.group} topic_prefix={self.topic_prefix}"
+            f"store={self.store} group={self.group} topic_prefix={self.topic_prefix} "
+            f"reader={self.reader} block_size={self.block_size}"
         )
 
 

@@ -46,8 +46,12 @@ def _census_events(adult_test, count: int) -> list[dict]:
     return events
 
 
-def test_worker_stores_every_event_once(worker_process, kafka_servers, adult_test):
+@pytest.mark.parametrize("reader", ["blocks", "faust"])
+def test_worker_stores_every_event_once(
+    worker_process, kafka_servers, adult_test, reader
+):
     events = _census_events(adult_test, EVENTS)
+    worker_process.env["ODDWATCH_READER"] = reader
     register(worker_process)
     worker_process.start()
     _produce(kafka_servers, worker_process.topic("predictions"), events)

@@ -49,6 +49,7 @@ def test_settings_unset_flag_falls_through():
         ({"ODDWATCH_TOPIC_PREFIX": "bad prefix"}, "topic prefix 'bad prefix'"),
         ({"ODDWATCH_CLICKHOUSE": "mysql://db"}, "expected chdb://DIR"),
         ({"ODDWATCH_KAFKA": " "}, "ODDWATCH_KAFKA is empty"),
+        ({"ODDWATCH_READER": "aiokafka"}, "ODDWATCH_READER='aiokafka' is invalid"),
     ],
 )
 def test_settings_invalid_value_named(environ, message):
@@ -63,3 +64,18 @@ def test_describe_masks_password():
     assert "hunter2" not in settings.describe()
     assert "alice:***@db:8123" in settings.describe()
     assert "hunter2" not in repr(mask_url(settings.clickhouse))
+
+
+def test_reader_defaults_to_blocks():
+    assert Settings.from_env({}).reader == "blocks"
+    assert Settings.from_env({"ODDWATCH_READER": "faust"}).reader == "faust"
+
+
+def test_block_reader_commits_only_by_hand():
+    from streams.reader import consumer_config
+
+    config = consumer_config(Settings.from_env({"ODDWATCH_GROUP": "g1"}))
+    assert config["group.id"] == "g1"
+    assert config["enable.auto.commit"] is False
+    assert config["enable.auto.offset.store"] is False
+    assert config["auto.offset.reset"] == "earliest"
