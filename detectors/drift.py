@@ -268,11 +268,11 @@ def drift_block(
             "as the profile"
         )
 
-    results = [
+    tests = [
         _test_feature(feature, check, reference, min_values)
         for feature in profile.feature_profiles
     ]
-    return _adjusted(results, alpha)
+    return _adjusted(tests, alpha)
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
@@ -308,12 +308,11 @@ def _test_feature(
     check: BlockCheck,
     reference: DriftReference,
     min_values: int,
-) -> FeatureDrift:
+) -> _Tested:
+    """Compute a feature's statistic; its p-value comes later, with the others."""
     codes = check.codes[feature.name]
-    counts = {
-        "missing": int(np.count_nonzero(codes == MISSING_VALUE)),
-        "wrong_type": int(np.count_nonzero(codes == WRONG_TYPE)),
-    }
+    counts = np.bincount(codes, minlength=max(MISSING_VALUE, WRONG_TYPE) + 1)
+    missing, wrong_type = int(counts[MISSING_VALUE]), int(counts[WRONG_TYPE])
     if feature.kind is FeatureKind.NUMERIC:
         values = check.numbers[feature.name]
         values = values[~np.isnan(values)]
@@ -323,45 +322,71 @@ def _test_feature(
         values = keys[keys != None]  # noqa: E711 (elementwise comparison)
         method = DriftMethod.CHI_SQUARE
 
-    result = functools.partial(FeatureDrift, feature.name, method, len(values))
+    tested = _Tested(feature.name, method, len(values), missing, wrong_type)
     if len(values) < min_values:
-        return result(
-            **counts,
-            tested=False,
-            reason=f"expected at least {min_values} values, got {len(values)}",
-        )
-    if method is DriftMethod.KS:
-        outcome = _kolmogorov_smirnov(values, reference.samples[feature.name])
+        tested.reason = f"expected at least {min_values} values, got {len(values)}"
+    elif method is DriftMethod.KS:
+        tested.outcome = _kolmogorov_smirnov(values, reference.samples[feature.name])
     else:
-        outcome = _chi_square(values, feature)
-    if isinstance(outcome, str):
-        return result(**counts, tested=False, reason=outcome)
-    statistic, p_value = outcome
-    return result(**counts, tested=True, statistic=statistic, p_value=p_value)
+        tested.outcome = _chi_square(values, feature)
+    if isinstance(tested.outcome, str):
+        tested.reason, tested.outcome = tested.outcome, None
+    return tested
+
+
+@dataclasses.dataclass
+class _Tested:
+    """A feature's counts and statistic, before its p-value is computed.
+
+    ``outcome`` is the statistic and the argument of the p-value function
+    (the scaled distance for KS, the degrees of freedom for chi-square), or
+    None when the feature is not tested, and then ``reason`` gives the cause.
+    """
+
+    feature: str
+    method: DriftMethod
+    values: int
+    missing: int
+    wrong_type: int
+    outcome: tuple[float, float] | str | None = None
+    reason: str | None = None
 
 
 def _kolmogorov_smirnov(
     values: np.ndarray, reference: np.ndarray
 ) -> tuple[float, float] | str:
-    """Return the KS distance and p-value, or why the feature is not tested."""
+    """Return the KS distance and the argument of its p-value, or why not tested.
+
+    The two empirical distribution functions are step functions, so their
+    largest gap lies at a batch value or just below one. Counting the batch
+    and reference values at most and below each batch value finds it from
+    the batch values alone, and gives the same distance as comparing the two
+    functions at every pooled value.
+    """
     if len(reference) == 0:
         return "training has no values of this feature"
     values = np.sort(values)
-    pooled = np.concatenate([values, reference])
-    batch_cdf = np.searchsorted(values, pooled, side="right") / len(values)
-    reference_cdf = np.searchsorted(reference, pooled, side="right") / len(reference)
-    distance = float(np.max(np.abs(batch_cdf - reference_cdf)))
-    effective = len(values) * len(reference) / (len(values) + len(reference))
+    size, reference_size = len(values), len(reference)
+    at_most = np.searchsorted(values, values, side="right") / size
+    reference_at_most = np.searchsorted(reference, values, side="right")
+    below = np.searchsorted(values, values, side="left") / size
+    reference_below = np.searchsorted(reference, values, side="left")
+    distance = max(
+        float(np.max(np.abs(at_most - reference_at_most / reference_size))),
+        float(np.max(np.abs(below - reference_below / reference_size))),
+    )
+    effective = size * reference_size / (size + reference_size)
     root = math.sqrt(effective)
-    p_value = float(special.kolmogorov((root + 0.12 + 0.11 / root) * distance))
-    return distance, p_value
+    return distance, (root + 0.12 + 0.11 / root) * distance
 
 
-def _chi_square(keys: np.ndarray, feature: FeatureProfile) -> tuple[float, float] | str:
-    """Return the chi-square statistic and p-value, or why it is not tested."""
+def _chi_square(keys: np.ndarray, feature: FeatureProfile) -> tuple[float, int] | str:
+    """Return the chi-square statistic and degrees of freedom, or why not tested."""
     if feature.count == 0:
         return "training has no values of this feature"
-    bin_of, other, expected_shares = _bins(feature, len(keys))
+    bin_of, other, expected_shares = _bins_of_categories(
+        tuple(feature.categories.items()), feature.count, len(keys)
+    )
     if len(expected_shares) < 2:
         return "training categories leave fewer than two bins of 5 expected values"
     observed = np.zeros(len(expected_shares))
@@ -369,19 +394,21 @@ def _chi_square(keys: np.ndarray, feature: FeatureProfile) -> tuple[float, float
         observed[bin_of.get(key, other)] += count
     expected = len(keys) * np.asarray(expected_shares)
     statistic = float(np.sum((observed - expected) ** 2 / expected))
-    p_value = float(special.chdtrc(len(expected_shares) - 1, statistic))
-    return statistic, p_value
+    return statistic, len(expected_shares) - 1
 
 
-def _bins(
-    feature: FeatureProfile, size: int
+@functools.lru_cache(maxsize=1024)
+def _bins_of_categories(
+    categories: tuple[tuple[str, int], ...], total: int, size: int
 ) -> tuple[dict[str, int], int, list[float]]:
-    """Group the training categories into bins expected at least 5 times.
+    """Group training categories into bins expected at least 5 times in ``size``.
 
-    Returns the bin of each category, the bin of unseen categories and the
-    training share of each bin.
+    ``categories`` are the training counts, most frequent first, and
+    ``total`` their sum. Returns the bin of each category, the bin of unseen
+    categories and the training share of each bin. Batches mostly have the
+    same size, so the bins are cached, and callers must not change them.
     """
-    shares = {key: count / feature.count for key, count in feature.categories.items()}
+    shares = {key: count / total for key, count in categories}
     # The profile lists categories most frequent first; walk them rarest first.
     ascending = list(reversed(shares))
     rare = [key for key in ascending if size * shares[key] < MIN_EXPECTED]
@@ -411,13 +438,50 @@ def _bins(
     return bin_of, 0, expected_shares
 
 
-def _adjusted(results: list[FeatureDrift], alpha: float) -> list[FeatureDrift]:
-    tested = [index for index, result in enumerate(results) if result.tested]
-    p_values = np.array([results[index].p_value for index in tested])
-    adjusted = benjamini_hochberg(p_values)
-    out = list(results)
-    for index, value in zip(tested, adjusted.tolist(), strict=True):
-        out[index] = dataclasses.replace(
-            results[index], adjusted_p_value=value, drifted=value <= alpha
+def _adjusted(tests: list[_Tested], alpha: float) -> list[FeatureDrift]:
+    """Compute the p-values, one call per method, adjust them and build results."""
+    p_values: list[float | None] = [None] * len(tests)
+    for method, function in (
+        (DriftMethod.KS, _kolmogorov_p_values),
+        (DriftMethod.CHI_SQUARE, _chi_square_p_values),
+    ):
+        positions = [
+            index
+            for index, test in enumerate(tests)
+            if test.method is method and test.outcome is not None
+        ]
+        if not positions:
+            continue
+        arguments = np.array([tests[index].outcome for index in positions])
+        for index, value in zip(positions, function(arguments).tolist(), strict=True):
+            p_values[index] = value
+
+    tested = [index for index, value in enumerate(p_values) if value is not None]
+    adjusted_values = benjamini_hochberg(np.array([p_values[i] for i in tested]))
+    adjusted = dict(zip(tested, adjusted_values.tolist(), strict=True))
+    return [
+        FeatureDrift(
+            test.feature,
+            test.method,
+            test.values,
+            test.missing,
+            test.wrong_type,
+            tested=index in adjusted,
+            statistic=None if test.outcome is None else test.outcome[0],
+            p_value=p_values[index],
+            adjusted_p_value=adjusted.get(index),
+            drifted=index in adjusted and adjusted[index] <= alpha,
+            reason=test.reason,
         )
-    return out
+        for index, test in enumerate(tests)
+    ]
+
+
+def _kolmogorov_p_values(outcomes: np.ndarray) -> np.ndarray:
+    """Return the Kolmogorov distribution's upper tail at each scaled distance."""
+    return special.kolmogorov(outcomes[:, 1])
+
+
+def _chi_square_p_values(outcomes: np.ndarray) -> np.ndarray:
+    """Return the upper tail of each (statistic, degrees of freedom) pair."""
+    return special.chdtrc(outcomes[:, 1], outcomes[:, 0])

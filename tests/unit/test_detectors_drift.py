@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import special, stats
 
 from detectors import (
     ArtifactFormatError,
@@ -18,7 +18,11 @@ from detectors import (
     load_model,
     train_model,
 )
-from detectors.drift import benjamini_hochberg
+from detectors.drift import (
+    _bins_of_categories,
+    _kolmogorov_smirnov,
+    benjamini_hochberg,
+)
 
 SECTORS = ["private", "public", "self"]
 SECTOR_SHARES = [0.7, 0.2, 0.1]
@@ -349,3 +353,49 @@ def test_saved_reference_file(model_version, tmp_path):
     data = json.loads((directory / "reference.json").read_text())
     assert data["seed"] == 4
     assert len(data["features"]["x0"]) == 500
+
+
+def _pooled_ks(values, reference):
+    """The KS distance by comparing both distribution functions at every value."""
+    values = np.sort(values)
+    pooled = np.concatenate([values, reference])
+    batch_cdf = np.searchsorted(values, pooled, side="right") / len(values)
+    reference_cdf = np.searchsorted(reference, pooled, side="right") / len(reference)
+    return float(np.max(np.abs(batch_cdf - reference_cdf)))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_ks_distance_equals_pooled_comparison(seed):
+    rng = np.random.default_rng(seed)
+    # Small integers give many ties within and across the two samples.
+    reference = np.sort(rng.integers(0, 12, 2000).astype(float))
+    for values in (
+        rng.integers(0, 12, 100).astype(float),
+        rng.integers(5, 20, 37).astype(float),
+        rng.normal(3.0, 4.0, 250),
+        np.full(20, 4.0),
+        np.full(20, -1.0),
+    ):
+        distance, _ = _kolmogorov_smirnov(values, reference)
+        assert distance == _pooled_ks(values, reference)
+
+
+def test_p_values_equal_one_call_per_feature(training):
+    profile, reference = training
+    batch = _frame(np.random.default_rng(7), 100, shift=0.4)
+    for result in drift_block(profile, reference, batch):
+        assert result.tested
+        if result.method is DriftMethod.KS:
+            values = batch[result.feature].to_numpy(dtype=float)
+            samples = reference.samples[result.feature]
+            effective = len(values) * len(samples) / (len(values) + len(samples))
+            root = np.sqrt(effective)
+            argument = (root + 0.12 + 0.11 / root) * _pooled_ks(values, samples)
+            assert result.p_value == float(special.kolmogorov(argument))
+        else:
+            feature = profile[result.feature]
+            _, _, shares = _bins_of_categories(
+                tuple(feature.categories.items()), feature.count, result.values
+            )
+            expected = float(special.chdtrc(len(shares) - 1, result.statistic))
+            assert result.p_value == expected
