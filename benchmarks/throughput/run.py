@@ -82,6 +82,7 @@ from benchmarks.throughput.profiling import (
 from detectors import ModelVersion, train_model
 from streams.demo import read_adult
 from streams.lag import LagProbe
+from streams.settings import Settings
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -599,7 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     broker = Broker(run_dir / "kafka")
     report = Report()
     report.data["arguments"] = {k: str(v) for k, v in vars(args).items()}
-    print(f"run directory: {run_dir}")
+    # The workers inherit this process's environment, ODDWATCH_READER included.
+    reader = os.environ.get("ODDWATCH_READER") or Settings().reader
+    report.data["reader"] = reader
+    print(f"run directory: {run_dir}\nworker reader: {reader}")
     report.note_load("start")
     broker.start()
     try:
