@@ -6,10 +6,12 @@ For every block the agent takes from Kafka, in a worker thread:
    rows an earlier worker left unfinished, restore its open batches and learn
    which offsets are stored already.
 2. Skip the events already stored; score the rest (:class:`Pipeline`).
-3. Publish scored events, alerts, batch summaries and dead letters to Kafka
-   and wait for the broker to keep them, so alerts leave before storage.
+3. Queue scored events, alerts, batch summaries and dead letters for Kafka.
+   The producer sends them in the background while the next step runs.
 4. Write the rows to ClickHouse, retrying with back-off while it fails.
-5. Append the journal rows; only then does the agent acknowledge the block.
+5. Wait until the broker has acknowledged every queued message, sending
+   them again if any failed.
+6. Append the journal rows; only then is the block's offset committed.
 
 Delivery is at least once from Kafka and exactly once in ClickHouse, by a
 plain ``count()``. The output topics get at least once: a crash can repeat
@@ -238,7 +240,7 @@ class BlockProcessor:
         assert self._publisher is not None
         assert self._journal is not None
         assert self._pipeline is not None
-        self._retry(lambda: self._publish(output), "publishing to Kafka")
+        self._send(output)
         # Unique per delivery: a retry of this delivery reuses it, so ClickHouse
         # drops tables written before the failure, while a later delivery at
         # the same offsets (batches closed by the timer) is never dropped.
@@ -249,13 +251,29 @@ class BlockProcessor:
         )
         sink, journal, pipeline = self._sink, self._journal, self._pipeline
         self._retry(lambda: sink.write(output, token), "writing to ClickHouse")
+        self._retry(lambda: self._confirm_sent(output), "publishing to Kafka")
         entries = {
             key: (offset, pipeline.batcher(*key)) for key, offset in ends.items()
         }
         self._retry(lambda: journal.append(entries), "writing the journal")
         self._stored_up_to.update(ends)
 
-    def _publish(self, output: BlockOutput) -> None:
+    def _confirm_sent(self, output: BlockOutput) -> None:
+        """Wait for the broker to acknowledge the block's messages.
+
+        A message that failed has left the producer's queue, so on failure
+        every message of the block is queued again before the error goes to
+        the retry loop. Messages delivered the first time are then sent twice,
+        which the output topics' at-least-once contract allows.
+        """
+        assert self._publisher is not None
+        try:
+            self._publisher.flush()
+        except KafkaUnavailableError:
+            self._send(output)
+            raise
+
+    def _send(self, output: BlockOutput) -> None:
         assert self._publisher is not None
         topic = self.settings.topic
         for name, messages in [
@@ -269,7 +287,6 @@ class BlockProcessor:
             self._publisher.send(
                 topic("deadletter"), letter.message.key, letter.to_json()
             )
-        self._publisher.flush()
         if output.dead_letters:
             log.warning(
                 "sent %d events to %s; see the reasons there or in the "

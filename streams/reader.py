@@ -129,8 +129,14 @@ class BlockReader:
                     gc.freeze()
         finally:
             self._commit_processed()
-            consumer.close()
-            self._consumer = None
+            try:
+                # Close the open batches while the partitions are still
+                # assigned: leaving the group revokes them, and a revoked
+                # partition's batches are left to its next owner.
+                self.processor.close()
+            finally:
+                consumer.close()
+                self._consumer = None
             log.info(
                 "block reader stopped after %d blocks, %d events",
                 self.blocks,
