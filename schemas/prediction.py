@@ -12,10 +12,10 @@ from schemas.record import (
     VERSION,
     Constraints,
     Record,
+    _python_regex,
     codec_of,
     schema_field,
 )
-from schemas.record import _python_regex
 from schemas.record import load_object as _load_object
 
 __all__ = ["MAX_EVENT_BYTES", "PredictionEvent", "parse_prediction"]
