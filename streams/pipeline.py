@@ -21,6 +21,9 @@ import orjson
 import pandas as pd
 
 from detectors import ModelVersion, Status
+from detectors.checks import MISSING_VALUE as MISSING_CODE
+from detectors.checks import OK as OK_CODE
+from detectors.checks import BlockCheck
 from schemas import (
     MAX_DEAD_LETTER_ORIGINAL,
     Alert,
@@ -300,8 +303,8 @@ class Pipeline:
                         DeadLetter(message, error.reason_code, str(error), "version")
                     )
                 continue
-            closed = self._score_group(output, model_version, state, members)
-            self._add_batches(output, state, closed, partition, last_offset)
+            closed, checks = self._score_group(output, model_version, state, members)
+            self._add_batches(output, state, closed, partition, last_offset, checks)
 
     def _reject_duplicates(
         self,
@@ -343,7 +346,13 @@ class Pipeline:
         model_version: ModelVersion,
         state: PartitionBatches,
         members: list[tuple[PredictionEvent, RawMessage]],
-    ) -> list[BatchSummary]:
+    ) -> tuple[list[BatchSummary], dict[str, BlockCheck]]:
+        """Check, score and lay out one model version's events of a block.
+
+        Returns the batches the block closed, and the range checks of those
+        closed batches whose events all came in this block, for their drift
+        tests.
+        """
         # Check and score the block; learning skips the outliers.
         records = [event.features for event, _ in members]
         checks = model_version.check_block(records)
@@ -353,8 +362,10 @@ class Pipeline:
             metrics = model_version.evaluate_metrics(records)
         threshold = float(model_version.threshold)
         outliers = scores > threshold
+        features = model_version.profile.features
+        codes = np.column_stack([checks.codes[name] for name in features])
         statuses = checks.statuses
-        passed = _passed(statuses, model_version)
+        passed = pd.DataFrame(_passed(codes, model_version), columns=list(features))
 
         # Assign batches. A metric that raised for an event counts as None.
         metric_passed = {
@@ -372,11 +383,15 @@ class Pipeline:
             outliers,
             checks=metric_passed,
         )
+        rows_of: dict[str, list[int]] = {}
         for row, batch_id in enumerate(batch_ids):
-            state.values.setdefault(batch_id, []).append(records[row])
+            rows_of.setdefault(batch_id, []).append(row)
+        for batch_id, rows in rows_of.items():
+            state.values.setdefault(batch_id, []).extend(records[row] for row in rows)
 
         # Explain the outliers, then lay out rows and messages.
         group = _Group(model_version, members, statuses, passed, scores, outliers)
+        group.codes = codes
         group.extra = checks.extra
         group.batch_ids = batch_ids
         group.metrics = metrics
@@ -388,7 +403,7 @@ class Pipeline:
         _add_feature_checks(output, group)
         _add_metric_checks(output, group)
         _add_scored_and_alerts(output, group)
-        return closed
+        return closed, _closed_checks(checks, rows_of, closed, state)
 
     def _add_batches(
         self,
@@ -397,21 +412,31 @@ class Pipeline:
         summaries: list[BatchSummary],
         partition: int,
         offset: int,
+        checks: dict[str, BlockCheck] | None = None,
     ) -> None:
+        """Test the closed batches for drift and lay out their rows and alerts.
+
+        ``checks`` has the range checks of some of the batches, which saves
+        checking their stored features again.
+        """
         created = datetime.now(UTC)
         # -1 stands for "nothing stored yet"; the columns are unsigned.
         offset = max(offset, 0)
         for summary in summaries:
             records = state.values.pop(summary.batch_id, [])
-            drift = self._drift(summary, records)
+            check = (checks or {}).get(summary.batch_id)
+            drift = self._drift(summary, records if check is None else check)
             if any(item.drifted for item in drift):
                 summary = replace(summary, health=_worse(summary.health, DRIFT_HEALTH))
             _add_drift(output, summary, drift, partition, offset)
             _add_batch(output, summary, created, partition, offset, drift)
 
-    def _drift(self, summary: BatchSummary, records: list[dict]) -> list:
-        """Test the batch's features for drift against the training data."""
-        if not records:
+    def _drift(self, summary: BatchSummary, records: list[dict] | BlockCheck) -> list:
+        """Test the batch's features for drift against the training data.
+
+        ``records`` are the batch's features, or their range check.
+        """
+        if not len(records):
             return []
         try:
             model_version = self.registry.get(summary.model, summary.version)
@@ -431,6 +456,8 @@ class _Group:
     passed: pd.DataFrame
     scores: np.ndarray
     outliers: np.ndarray
+    codes: np.ndarray | None = None
+    """The check codes behind ``statuses``, one int8 row per event."""
     extra: list[list[str]] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -474,17 +501,15 @@ def _reason_code(error: InvalidEvent) -> str:
     return "not_an_object"
 
 
-def _passed(statuses: pd.DataFrame, model_version: ModelVersion) -> pd.DataFrame:
-    """Mark the values that pass their range check.
+def _passed(codes: np.ndarray, model_version: ModelVersion) -> np.ndarray:
+    """Mark the values that pass their range check, one column a feature.
 
     A value passes when it is ``ok``, or missing for a feature that was
     missing in training too.
     """
-    passed = statuses == Status.OK.value
-    for feature in statuses.columns:
-        if model_version.profile[feature].missing_share > 0:
-            passed[feature] |= statuses[feature] == Status.MISSING.value
-    return passed
+    profiles = model_version.profile.feature_profiles
+    may_miss = np.array([feature.missing_share > 0 for feature in profiles], dtype=bool)
+    return (codes == OK_CODE) | ((codes == MISSING_CODE) & may_miss)
 
 
 def _add_events(output: BlockOutput, group: _Group) -> None:
@@ -611,70 +636,154 @@ def _worse(first: Health, second: Health) -> Health:
 def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
     model_version = group.model_version
     threshold = float(model_version.threshold)
-    features = list(group.statuses.columns)
-    status_rows = group.statuses.to_numpy()
+    scores = np.asarray(group.scores, dtype=np.float64).tolist()
+    outliers = np.asarray(group.outliers, dtype=bool).tolist()
+    status_sets = _status_sets(group)
     passed_rows = group.passed.to_numpy()
+    event_times = _time_texts([event.event_time for event, _ in group.members])
+    received_times = _time_texts([message.received_at for _, message in group.members])
     created = datetime.now(UTC)
     for row, (event, message) in enumerate(group.members):
-        statuses = {
-            feature: str(status_rows[row, i]) for i, feature in enumerate(features)
-        }
-        failed = [name for name, status in statuses.items() if status != "ok"]
-        score = float(group.scores[row])
-        is_outlier = bool(group.outliers[row])
+        statuses, failed = status_sets[row]
+        metrics = _metric_results(group, row) if group.metrics else {}
         scored = {
             "model": event.model,
             "version": event.version,
             "request_id": event.request_id,
-            "timestamp": format_time(event.event_time),
-            "received_at": format_time(message.received_at),
+            "timestamp": event_times[row],
+            "received_at": received_times[row],
             "batch_id": group.batch_ids[row],
             "features": event.features,
             "prediction": event.prediction,
             "statuses": statuses,
             "extra_features": group.extra[row],
             "failed_features": failed,
-            "score": score,
+            "score": scores[row],
             "threshold": threshold,
-            "is_outlier": is_outlier,
-            "metrics": _metric_results(group, row),
+            "is_outlier": outliers[row],
+            "metrics": metrics,
         }
-        key = event.model.encode()
-        output.scored.append((key, _dumps(scored)))
-        if not is_outlier:
-            continue
-        failing = {
-            feature: statuses[feature]
-            for i, feature in enumerate(features)
-            if not passed_rows[row, i]
-        }
-        reasons = _outlier_reasons(model_version, event, failing, score, threshold)
-        reasons[-1:-1] = _contribution_reasons(
-            group.contributions.get(row, []), failing
-        )
-        reasons[-1:-1] = [
-            Reason(check=name, status="error" if result["error"] else "failed",
-                   value=result["value"],
-                   expected=f"{result['operator']} {result['threshold']:.6g}")
-            for name, result in _metric_results(group, row).items()
-            if not result["passed"]
-        ]  # fmt: skip
-        alert = Alert(
-            alert_id=derive_alert_id(
-                AlertKind.OUTLIER, event.model, event.version, event.request_id
-            ),
-            kind=AlertKind.OUTLIER,
-            model=event.model,
-            version=event.version,
-            created_at=created,
-            occurred_at=event.event_time,
-            batch_id=group.batch_ids[row],
-            request_id=event.request_id,
-            score=score,
-            threshold=threshold,
-            reasons=reasons,
-        )
-        _add_alert(output, alert, message.partition, message.offset)
+        output.scored.append((event.model.encode(), _dumps(scored)))
+        if outliers[row]:
+            alert = _outlier_alert(
+                group, row, statuses, passed_rows[row], metrics, created
+            )
+            _add_alert(output, alert, message.partition, message.offset)
+
+
+def _closed_checks(
+    checks: BlockCheck,
+    rows_of: dict[str, list[int]],
+    closed: list[BatchSummary],
+    state: PartitionBatches,
+) -> dict[str, BlockCheck]:
+    """Return the range checks of the closed batches that lie within this block.
+
+    ``rows_of`` maps each batch id of the block to its rows. A batch that
+    began in an earlier block is left out, because the block's checks lack
+    its first events.
+    """
+    found = {}
+    for summary in closed:
+        rows = rows_of.get(summary.batch_id, [])
+        if rows and len(rows) == len(state.values.get(summary.batch_id, ())):
+            found[summary.batch_id] = checks.take(np.array(rows))
+    return found
+
+
+def _outlier_alert(
+    group: _Group,
+    row: int,
+    statuses: dict[str, str],
+    passed: np.ndarray,
+    metrics: dict[str, dict],
+    created: datetime,
+) -> Alert:
+    """Build the alert of an outlier, with the reasons its score is high.
+
+    ``passed`` marks, per feature, whether the event's value passed its check.
+    """
+    model_version = group.model_version
+    event = group.members[row][0]
+    score = float(group.scores[row])
+    threshold = float(model_version.threshold)
+    failing = {
+        feature: statuses[feature]
+        for i, feature in enumerate(group.statuses.columns)
+        if not passed[i]
+    }
+    reasons = _outlier_reasons(model_version, event, failing, score, threshold)
+    reasons[-1:-1] = _contribution_reasons(group.contributions.get(row, []), failing)
+    reasons[-1:-1] = [
+        Reason(check=name, status="error" if result["error"] else "failed",
+               value=result["value"],
+               expected=f"{result['operator']} {result['threshold']:.6g}")
+        for name, result in metrics.items()
+        if not result["passed"]
+    ]  # fmt: skip
+    return Alert(
+        alert_id=derive_alert_id(
+            AlertKind.OUTLIER, event.model, event.version, event.request_id
+        ),
+        kind=AlertKind.OUTLIER,
+        model=event.model,
+        version=event.version,
+        created_at=created,
+        occurred_at=event.event_time,
+        batch_id=group.batch_ids[row],
+        request_id=event.request_id,
+        score=score,
+        threshold=threshold,
+        reasons=reasons,
+    )
+
+
+def _status_sets(group: _Group) -> list[tuple[dict[str, str], list[str]]]:
+    """Return each event's statuses by feature and its features not ``ok``.
+
+    Events mostly share a few combinations of statuses, so each combination
+    is built once and its dict and list are shared by the events that have
+    it. Callers must not change them.
+    """
+    features = list(group.statuses.columns)
+    codes = np.ascontiguousarray(group.codes, dtype=np.int8)
+    width = codes.shape[1]
+    packed = codes.tobytes()
+    status_rows = group.statuses.to_numpy()
+    built: dict[bytes, tuple[dict[str, str], list[str]]] = {}
+    sets = []
+    for row in range(len(codes)):
+        key = packed[row * width : (row + 1) * width]
+        found = built.get(key)
+        if found is None:
+            statuses = dict(zip(features, status_rows[row].tolist(), strict=True))
+            failed = [name for name, status in statuses.items() if status != "ok"]
+            found = built[key] = (statuses, failed)
+        sets.append(found)
+    return sets
+
+
+_PER_MILLISECOND = {"ms": 1, "us": 1000, "ns": 1_000_000}
+
+
+def _time_texts(moments: list[datetime]) -> list[str]:
+    """Format aware times as :func:`schemas.record.format_time` does, at once.
+
+    Naive times, which ``format_time`` reads as local time, and times before
+    the year 1000 are formatted one by one.
+    """
+    if not moments or any(moment.tzinfo is None for moment in moments):
+        return [format_time(moment) for moment in moments]
+    index = pd.DatetimeIndex(pd.to_datetime(moments, utc=True))
+    if index.min().year < 1000:
+        return [format_time(moment) for moment in moments]
+    # Whole milliseconds, rounded down as format_time drops the microseconds.
+    if index.unit == "s":
+        values = index.asi8 * 1000
+    else:
+        values = np.floor_divide(index.asi8, _PER_MILLISECOND[index.unit])
+    texts = np.datetime_as_string(values.astype("datetime64[ms]"), unit="ms")
+    return [text + "Z" for text in texts.tolist()]
 
 
 def _outlier_reasons(
