@@ -69,20 +69,32 @@ class HalfSpaceScorer(Scorer):
         self.window_size = window_size
 
     @property
+    def model_(self) -> HalfSpaceTrees:
+        """The river model, with the masses learned so far.
+
+        The masses live in arrays while the stream is scored and are copied
+        into the river nodes here. A caller may change the returned model,
+        so the arrays are read again from it before the next use.
+        """
+        self._store_masses()
+        self._arrays_stale = True
+        return self._river
+
+    @property
     def rows_to_window_end(self) -> int:
         """Rows still to learn before the reference masses change."""
-        return self.window_size - self.model_.counter
+        return self.window_size - self._river.counter
 
     def _fit(self, check: BlockCheck) -> None:
         encoded = self.encoder.bounded(check)
-        self.model_ = HalfSpaceTrees(
+        self._river = HalfSpaceTrees(
             n_trees=self.n_trees,
             height=self.height,
             window_size=self.window_size,
             seed=self.seed,
         )
         # The first learned row fixes the tree structure; the masses are set below.
-        self.model_.learn_one(self._as_dict(encoded[0]))
+        self._river.learn_one(self._as_dict(encoded[0]))
         self._compile()
 
         counts = self._path_counts(encoded)
@@ -91,9 +103,9 @@ class HalfSpaceScorer(Scorer):
             for node, count in zip(tree_nodes, tree_counts, strict=True):
                 node.r_mass = float(count) * scale
                 node.l_mass = 0
-        self.model_.counter = 0
-        self.model_._first_window = False
-        self._load_reference()
+        self._river.counter = 0
+        self._river._first_window = False
+        self._load_masses()
 
     def _score(self, check: BlockCheck) -> np.ndarray:
         return self.score_encoded(self.encoder.bounded(check))
@@ -121,24 +133,21 @@ class HalfSpaceScorer(Scorer):
             )
         if len(encoded) == 0:
             return
-        counts = self._path_counts(encoded)
-        for tree_nodes, tree_counts in zip(self._nodes, counts.tolist(), strict=True):
-            for node, count in zip(tree_nodes, tree_counts, strict=True):
-                if count:
-                    node.l_mass += count
-        model = self.model_
+        self._load_masses_if_stale()
+        self._learned += self._path_counts(encoded)
+        self._nodes_stale = True
+        model = self._river
         model.counter += len(encoded)
         if model.counter == self.window_size:
-            for tree_nodes in self._nodes:
-                for node in tree_nodes:
-                    node.r_mass = node.l_mass
-                    node.l_mass = 0
+            self._reference = self._learned.astype(np.float64)
+            self._reference_is_count = True
+            self._learned = np.zeros_like(self._learned)
             model._first_window = False
             model.counter = 0
-            self._load_reference()
 
     def score_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Score encoded rows as river's ``score_one`` would, all at once."""
+        self._load_masses_if_stale()
         rows = len(encoded)
         trees = np.arange(self.n_trees)
         node = np.zeros((rows, self.n_trees), dtype=np.int64)
@@ -169,9 +178,9 @@ class HalfSpaceScorer(Scorer):
                 f"height={self.height}, window_size={self.window_size}, got "
                 f"{model.n_trees}, {model.height}, {model.window_size}"
             )
-        self.model_ = model
+        self._river = model
         self._compile()
-        self._load_reference()
+        self._load_masses()
 
     def _as_dict(self, row: np.ndarray) -> dict[str, float]:
         return dict(zip(self.profile.features, row.tolist(), strict=True))
@@ -185,7 +194,7 @@ class HalfSpaceScorer(Scorer):
         self._nodes = [[None] * size for _ in range(self.n_trees)]
         self._feature = np.zeros((self.n_trees, size), dtype=np.int64)
         self._threshold = np.zeros((self.n_trees, size))
-        for tree_index, root in enumerate(self.model_.trees):
+        for tree_index, root in enumerate(self._river.trees):
             stack = [(root, 0)]
             while stack:
                 node, position = stack.pop()
@@ -197,11 +206,50 @@ class HalfSpaceScorer(Scorer):
                     stack.append((left, 2 * position + 1))
                     stack.append((right, 2 * position + 2))
 
-    def _load_reference(self) -> None:
+    def _load_masses(self) -> None:
+        """Read the reference and learned masses of every node into arrays."""
         self._reference = np.array(
             [[node.r_mass for node in tree_nodes] for tree_nodes in self._nodes],
             dtype=np.float64,
         )
+        self._reference_is_count = all(
+            type(node.r_mass) is int
+            for tree_nodes in self._nodes
+            for node in tree_nodes
+        )
+        self._learned = np.array(
+            [[node.l_mass for node in tree_nodes] for tree_nodes in self._nodes],
+            dtype=np.int64,
+        )
+        self._arrays_stale = False
+        self._nodes_stale = False
+
+    def _load_masses_if_stale(self) -> None:
+        if self._arrays_stale:
+            self._load_masses()
+
+    def _store_masses(self) -> None:
+        """Write the masses learned in the arrays back into the river nodes.
+
+        Masses are stored as river's ``learn_one`` leaves them: learned
+        masses as counts, and reference masses as counts once a window has
+        completed, or as the scaled floats of the warm start before that.
+        """
+        if not self._nodes_stale:
+            return
+        references = self._reference.tolist()
+        if self._reference_is_count:
+            references = self._reference.astype(np.int64).tolist()
+        learned = self._learned.tolist()
+        for tree_nodes, tree_references, tree_learned in zip(
+            self._nodes, references, learned, strict=True
+        ):
+            for node, reference, count in zip(
+                tree_nodes, tree_references, tree_learned, strict=True
+            ):
+                node.r_mass = reference
+                node.l_mass = count
+        self._nodes_stale = False
 
     def _path_counts(self, encoded: np.ndarray) -> np.ndarray:
         """Count, per tree and node, the rows whose path passes through it."""
@@ -222,13 +270,33 @@ class HalfSpaceScorer(Scorer):
         return counts
 
     def __getstate__(self) -> dict[str, Any]:
+        # The pickled form is the river model under ``model_``, no arrays.
         state = dict(self.__dict__)
-        for name in ("_nodes", "_feature", "_threshold", "_reference"):
+        if "_river" in state:
+            self._store_masses()
+            state["model_"] = state.pop("_river")
+        for name in _ARRAYS:
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        river = state.pop("model_", None)
         self.__dict__.update(state)
-        if "model_" in state:
+        if river is not None:
+            self._river = river
             self._compile()
-            self._load_reference()
+            self._load_masses()
+
+
+# Attributes derived from the river model, left out of the pickled form.
+_ARRAYS = (
+    "_nodes",
+    "_feature",
+    "_threshold",
+    "_reference",
+    "_reference_is_count",
+    "_learned",
+    "_arrays_stale",
+    "_nodes_stale",
+)

@@ -1,6 +1,7 @@
 """auto_od: score-then-learn order, threshold, and the river Half-Space Trees."""
 
 import copy
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,29 @@ def test_halfspace_rejects_rows_past_window(halfspace, stream):
     encoded = halfspace.encoder.bounded(halfspace.check(stream))
     with pytest.raises(ValueError, match="split the block at window ends"):
         halfspace.learn_encoded(encoded[:41])
+
+
+def test_halfspace_pickle_keeps_learned_masses(halfspace, stream):
+    # 100 rows cross two window ends of 40 and leave 20 rows learned.
+    halfspace.learn_block(stream.head(100))
+    restored = pickle.loads(pickle.dumps(halfspace))
+    encoded = halfspace.encoder.bounded(halfspace.check(stream))
+    np.testing.assert_array_equal(
+        restored.score_encoded(encoded), halfspace.score_encoded(encoded)
+    )
+    assert restored.model_.counter == 20
+    learned = [n.l_mass for t in restored.model_.trees for n in t.iter_dfs()]
+    assert sum(learned) > 0
+
+
+def test_halfspace_sees_changes_through_model(halfspace, stream):
+    encoded = halfspace.encoder.bounded(halfspace.check(stream))
+    halfspace.learn_encoded(encoded[:30])
+    # Learning through river directly completes the window of 40.
+    for row in encoded[30:40]:
+        halfspace.model_.learn_one(halfspace._as_dict(row))
+    river = [halfspace.model_.score_one(halfspace._as_dict(row)) for row in encoded]
+    np.testing.assert_allclose(
+        halfspace.score_encoded(encoded), river, rtol=0, atol=1e-12
+    )
+    assert halfspace.rows_to_window_end == 40
