@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from detectors import AutoOutlierDetector, HalfSpaceScorer, build_profile
+from detectors.forest import ForestScorer
 
 
 def normal_rows(rng, rows):
@@ -173,3 +174,16 @@ def test_halfspace_sees_changes_through_model(halfspace, stream):
         halfspace.score_encoded(encoded), river, rtol=0, atol=1e-12
     )
     assert halfspace.rows_to_window_end == 40
+
+
+def test_forest_scores_equal_scikit_learn(train, stream):
+    forest = ForestScorer(build_profile(train), seed=3, n_trees=50).fit(train)
+    encoded = forest.encoder.unit(forest.check(stream))
+    # Rows far outside training reach the deepest leaves and the shallowest.
+    far = np.vstack([encoded, encoded * 40.0, -encoded])
+    np.testing.assert_allclose(
+        forest.score_encoded(far),
+        -forest.forest_.score_samples(far),
+        rtol=1e-12,
+        atol=0,
+    )
