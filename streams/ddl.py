@@ -11,6 +11,14 @@ partition is stored (see :mod:`streams.journal`). The ReplacingMergeTree
 sorting keys, which contain the ``request_id`` or ``batch_id``, also collapse
 an event a producer sent twice under the same request id, at merge time or
 with ``FINAL``.
+
+The worker does not insert into ``events``, ``feature_checks``, ``batches``,
+``batch_checks`` or ``batch_drift`` itself. It inserts one row an event into
+the Null table ``event_rows``, with the range checks as arrays, and one row a
+batch into ``batch_rows``. Their materialized views write the rows of those
+tables. Each ClickHouse insert costs milliseconds however few its rows, so
+fewer inserts save time. Each view's target table deduplicates its own block
+under the insert's token, so a retried insert stores nothing twice.
 """
 
 __all__ = ["MIGRATIONS", "render_schema"]
@@ -18,6 +26,29 @@ __all__ = ["MIGRATIONS", "render_schema"]
 # Blocks remembered per table for insert deduplication. MergeTree tables keep
 # none by default, so a replayed block would be stored twice.
 _DEDUP_WINDOW = "non_replicated_deduplication_window = 10000"
+
+# The range checks of an event, one element per feature, in ``event_rows``.
+_CHECK_ARRAYS = """check_features Array(LowCardinality(String)),
+    check_statuses Array(LowCardinality(String)),
+    check_passed Array(UInt8),
+    check_numbers Array(Nullable(Float64)),
+    check_texts Array(Nullable(String))"""
+
+# The check counts and drift tests of a batch, one element each, in ``batch_rows``.
+_BATCH_ARRAYS = """check_features Array(LowCardinality(String)),
+    check_names Array(LowCardinality(String)),
+    check_checked Array(UInt32),
+    check_passed Array(UInt32),
+    drift_features Array(LowCardinality(String)),
+    drift_methods Array(LowCardinality(String)),
+    drift_tested Array(UInt8),
+    drift_values Array(UInt32),
+    drift_missing Array(UInt32),
+    drift_statistics Array(Nullable(Float64)),
+    drift_p_values Array(Nullable(Float64)),
+    drift_adjusted_p_values Array(Nullable(Float64)),
+    drift_drifted Array(UInt8),
+    drift_reasons Array(String)"""
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -229,6 +260,101 @@ CREATE TABLE IF NOT EXISTS detector_snapshots
 ENGINE = MergeTree
 ORDER BY (group, model, version, taken_at)
 TTL toDateTime(taken_at) + INTERVAL 7 DAY
+""",
+        ],
+    ),
+    (
+        2,
+        "load events and batches through Null tables, one insert each",
+        [
+            f"""
+CREATE TABLE IF NOT EXISTS event_rows
+(
+    model LowCardinality(String),
+    version UInt32,
+    request_id String,
+    event_time DateTime64(3, 'UTC'),
+    received_at DateTime64(3, 'UTC'),
+    batch_id String,
+    features String,
+    extra_features Array(String),
+    prediction String,
+    score Float64,
+    threshold Float64,
+    is_outlier UInt8,
+    failed_checks UInt16,
+    kafka_partition UInt32,
+    kafka_offset UInt64,
+    {_CHECK_ARRAYS}
+)
+ENGINE = Null
+COMMENT 'keeps no rows: its views write them to events and feature_checks'
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_from_event_rows TO events AS
+SELECT model, version, request_id, event_time, received_at, batch_id, features,
+       extra_features, prediction, score, threshold, is_outlier, failed_checks,
+       kafka_partition, kafka_offset
+FROM event_rows
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS feature_checks_from_event_rows
+TO feature_checks AS
+SELECT model, version, request_id, event_time, batch_id, feature, status, passed,
+       value_number, value_text, kafka_partition, kafka_offset
+FROM event_rows
+ARRAY JOIN check_features AS feature, check_statuses AS status,
+           check_passed AS passed, check_numbers AS value_number,
+           check_texts AS value_text
+""",
+            f"""
+CREATE TABLE IF NOT EXISTS batch_rows
+(
+    model LowCardinality(String),
+    version UInt32,
+    batch_id String,
+    window_start DateTime64(3, 'UTC'),
+    window_end DateTime64(3, 'UTC'),
+    closed_by LowCardinality(String),
+    events UInt32,
+    outliers UInt32,
+    late_events UInt32,
+    pass_share Float64,
+    health LowCardinality(String),
+    kafka_partition UInt32,
+    kafka_offset UInt64,
+    {_BATCH_ARRAYS}
+)
+ENGINE = Null
+COMMENT 'keeps no rows: its views write them to batches, batch_checks, batch_drift'
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS batches_from_batch_rows TO batches AS
+SELECT model, version, batch_id, window_start, window_end, closed_by, events,
+       outliers, late_events, pass_share, health, kafka_partition, kafka_offset
+FROM batch_rows
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS batch_checks_from_batch_rows
+TO batch_checks AS
+SELECT model, version, batch_id, window_start, feature, `check`, checked, passed,
+       kafka_partition, kafka_offset
+FROM batch_rows
+ARRAY JOIN check_features AS feature, check_names AS `check`,
+           check_checked AS checked, check_passed AS passed
+""",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS batch_drift_from_batch_rows
+TO batch_drift AS
+SELECT model, version, batch_id, window_start, feature, method, tested, `values`,
+       missing, statistic, p_value, adjusted_p_value, drifted, reason,
+       kafka_partition, kafka_offset
+FROM batch_rows
+ARRAY JOIN drift_features AS feature, drift_methods AS method,
+           drift_tested AS tested, drift_values AS `values`,
+           drift_missing AS missing, drift_statistics AS statistic,
+           drift_p_values AS p_value, drift_adjusted_p_values AS adjusted_p_value,
+           drift_drifted AS drifted, drift_reasons AS reason
 """,
         ],
     ),

@@ -79,26 +79,27 @@ _MAX_REASONS = 5
 class BlockOutput:
     """Everything one block produces, ready to store and publish.
 
-    ``events``, ``feature_checks``, ``batches``, ``batch_checks``, ``alerts``
-    and ``dead_letters`` are ClickHouse columns; ``scored``, ``alert_records``,
-    ``batch_records`` and ``dead_letter_records`` are Kafka messages as
-    (key, value) pairs.
+    ``events``, ``batches``, ``alerts``, ``metric_checks`` and ``dead_letters``
+    are ClickHouse columns; ``scored``, ``alert_records``, ``batch_records``
+    and ``dead_letter_records`` are Kafka messages as (key, value) pairs.
+
+    ``events`` holds the rows of the ``event_rows`` table: the columns of
+    ``events`` and, per event, its range checks as arrays with one element a
+    feature (one NumPy array per event and column). ClickHouse fans them out
+    to ``events`` and ``feature_checks``. ``batches`` likewise holds the rows
+    of ``batch_rows``: a batch summary with its check counts and drift tests
+    as lists, fanned out to ``batches``, ``batch_checks`` and ``batch_drift``.
     """
 
-    events: dict[str, list] = field(default_factory=lambda: _columns(EVENT_COLUMNS))
-    feature_checks: dict[str, list] = field(
-        default_factory=lambda: _columns(CHECK_COLUMNS)
+    events: dict[str, list] = field(
+        default_factory=lambda: _columns(EVENT_ROW_COLUMNS)
     )
-    batches: dict[str, list] = field(default_factory=lambda: _columns(BATCH_COLUMNS))
-    batch_checks: dict[str, list] = field(
-        default_factory=lambda: _columns(BATCH_CHECK_COLUMNS)
+    batches: dict[str, list] = field(
+        default_factory=lambda: _columns(BATCH_ROW_COLUMNS)
     )
     alerts: dict[str, list] = field(default_factory=lambda: _columns(ALERT_COLUMNS))
     metric_checks: dict[str, list] = field(
         default_factory=lambda: _columns(METRIC_COLUMNS)
-    )
-    batch_drift: dict[str, list] = field(
-        default_factory=lambda: _columns(DRIFT_COLUMNS)
     )
     dead_letters: list[DeadLetter] = field(default_factory=list)
     scored: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -111,15 +112,7 @@ class BlockOutput:
 
     def extend(self, other: "BlockOutput") -> None:
         """Append the rows and messages of ``other`` to this output."""
-        for name in (
-            "events",
-            "feature_checks",
-            "batches",
-            "batch_checks",
-            "alerts",
-            "metric_checks",
-            "batch_drift",
-        ):
+        for name in ("events", "batches", "alerts", "metric_checks"):
             columns, more = getattr(self, name), getattr(other, name)
             for column, values in more.items():
                 columns[column].extend(values)
@@ -128,20 +121,22 @@ class BlockOutput:
 
     def dead_letter_columns(self) -> dict[str, list]:
         """Return the dead letters as ClickHouse columns."""
-        columns = _columns(DEAD_LETTER_COLUMNS)
-        for letter in self.dead_letters:
-            message = letter.message
-            columns["received_at"].append(message.received_at)
-            columns["topic"].append(message.topic)
-            columns["partition"].append(message.partition)
-            columns["offset"].append(message.offset)
-            columns["reason_code"].append(letter.reason_code)
-            columns["reason"].append(letter.reason)
-            columns["field"].append(letter.field)
-            original = message.value[:MAX_DEAD_LETTER_ORIGINAL]
-            columns["original"].append(original.decode("utf-8", "replace"))
-            columns["original_size"].append(len(message.value))
-        return columns
+        letters = self.dead_letters
+        messages = [letter.message for letter in letters]
+        return {
+            "received_at": [message.received_at for message in messages],
+            "topic": [message.topic for message in messages],
+            "partition": [message.partition for message in messages],
+            "offset": [message.offset for message in messages],
+            "reason_code": [letter.reason_code for letter in letters],
+            "reason": [letter.reason for letter in letters],
+            "field": [letter.field for letter in letters],
+            "original": [
+                message.value[:MAX_DEAD_LETTER_ORIGINAL].decode("utf-8", "replace")
+                for message in messages
+            ],
+            "original_size": [len(message.value) for message in messages],
+        }
 
 
 EVENT_COLUMNS = (
@@ -149,19 +144,27 @@ EVENT_COLUMNS = (
     "features", "extra_features", "prediction", "score", "threshold", "is_outlier",
     "failed_checks", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-CHECK_COLUMNS = (
-    "model", "version", "request_id", "event_time", "batch_id", "feature", "status",
-    "passed", "value_number", "value_text", "kafka_partition", "kafka_offset",
+CHECK_ARRAY_COLUMNS = (
+    "check_features", "check_statuses", "check_passed", "check_numbers",
+    "check_texts",
 )  # fmt: skip
+"""Per event, one array each, element i for feature i; a NaN in
+``check_numbers`` stands for a value that is not a finite number."""
+EVENT_ROW_COLUMNS = (*EVENT_COLUMNS, *CHECK_ARRAY_COLUMNS)
 BATCH_SUMMARY_COLUMNS = (
     "model", "version", "batch_id", "window_start", "window_end", "closed_by",
     "events", "outliers", "late_events", "pass_share", "health",
 )  # fmt: skip
 BATCH_COLUMNS = (*BATCH_SUMMARY_COLUMNS, "kafka_partition", "kafka_offset")
-BATCH_CHECK_COLUMNS = (
-    "model", "version", "batch_id", "window_start", "feature", "check", "checked",
-    "passed", "kafka_partition", "kafka_offset",
+BATCH_CHECK_ARRAY_COLUMNS = (
+    "check_features", "check_names", "check_checked", "check_passed",
 )  # fmt: skip
+DRIFT_ARRAY_COLUMNS = (
+    "drift_features", "drift_methods", "drift_tested", "drift_values",
+    "drift_missing", "drift_statistics", "drift_p_values",
+    "drift_adjusted_p_values", "drift_drifted", "drift_reasons",
+)  # fmt: skip
+BATCH_ROW_COLUMNS = (*BATCH_COLUMNS, *BATCH_CHECK_ARRAY_COLUMNS, *DRIFT_ARRAY_COLUMNS)
 ALERT_COLUMNS = (
     "alert_id", "kind", "model", "version", "created_at", "occurred_at", "batch_id",
     "request_id", "score", "threshold", "health", "pass_share", "reasons",
@@ -171,17 +174,6 @@ METRIC_COLUMNS = (
     "model", "version", "request_id", "event_time", "batch_id", "metric", "value",
     "threshold", "operator", "status", "error", "kafka_partition", "kafka_offset",
 )  # fmt: skip
-DRIFT_COLUMNS = (
-    "model", "version", "batch_id", "window_start", "feature", "method", "tested",
-    "values", "missing", "statistic", "p_value", "adjusted_p_value", "drifted",
-    "reason", "kafka_partition", "kafka_offset",
-)  # fmt: skip
-DEAD_LETTER_COLUMNS = (
-    "received_at", "topic", "partition", "offset", "reason_code", "reason", "field",
-    "original", "original_size",
-)  # fmt: skip
-
-
 @dataclass
 class PartitionBatches:
     """The batching state of one Kafka partition, saved in the journal.
@@ -514,47 +506,49 @@ def _passed(codes: np.ndarray, model_version: ModelVersion) -> np.ndarray:
 
 def _add_events(output: BlockOutput, group: _Group) -> None:
     events = output.events
-    threshold = float(group.model_version.threshold)
+    count = len(group.members)
+    records = [event for event, _ in group.members]
+    messages = [message for _, message in group.members]
     failed = (~group.passed.to_numpy()).sum(axis=1)
-    for row, (event, message) in enumerate(group.members):
-        events["model"].append(event.model)
-        events["version"].append(event.version)
-        events["request_id"].append(event.request_id)
-        events["event_time"].append(event.event_time)
-        events["received_at"].append(message.received_at)
-        events["batch_id"].append(group.batch_ids[row])
-        events["features"].append(_json_text(event.features))
-        events["extra_features"].append(group.extra[row])
-        events["prediction"].append(_json_text(event.prediction))
-        events["score"].append(float(group.scores[row]))
-        events["threshold"].append(threshold)
-        events["is_outlier"].append(int(group.outliers[row]))
-        events["failed_checks"].append(int(failed[row]))
-        events["kafka_partition"].append(message.partition)
-        events["kafka_offset"].append(message.offset)
+    events["model"].extend([event.model for event in records])
+    events["version"].extend([event.version for event in records])
+    events["request_id"].extend([event.request_id for event in records])
+    events["event_time"].extend([event.event_time for event in records])
+    events["received_at"].extend([message.received_at for message in messages])
+    events["batch_id"].extend(group.batch_ids)
+    events["features"].extend([_json_text(event.features) for event in records])
+    events["extra_features"].extend(group.extra)
+    events["prediction"].extend([_json_text(event.prediction) for event in records])
+    events["score"].extend(np.asarray(group.scores, dtype=np.float64).tolist())
+    events["threshold"].extend([float(group.model_version.threshold)] * count)
+    events["is_outlier"].extend(np.asarray(group.outliers, dtype=np.uint8).tolist())
+    events["failed_checks"].extend(failed.tolist())
+    events["kafka_partition"].extend([message.partition for message in messages])
+    events["kafka_offset"].extend([message.offset for message in messages])
 
 
 def _add_feature_checks(output: BlockOutput, group: _Group) -> None:
-    checks = output.feature_checks
+    """Add each event's range checks as arrays, one element a feature.
+
+    The values are split column by column, so a feature whose values are all
+    numbers or all text is converted by NumPy in one step.
+    """
+    events = output.events
     features = list(group.statuses.columns)
-    status_rows = group.statuses.to_numpy()
-    passed_rows = group.passed.to_numpy()
-    for row, (event, message) in enumerate(group.members):
-        batch_id = group.batch_ids[row]
-        for column, feature in enumerate(features):
-            number, text = _split_value(event.features.get(feature))
-            checks["model"].append(event.model)
-            checks["version"].append(event.version)
-            checks["request_id"].append(event.request_id)
-            checks["event_time"].append(event.event_time)
-            checks["batch_id"].append(batch_id)
-            checks["feature"].append(feature)
-            checks["status"].append(str(status_rows[row, column]))
-            checks["passed"].append(int(passed_rows[row, column]))
-            checks["value_number"].append(number)
-            checks["value_text"].append(text)
-            checks["kafka_partition"].append(message.partition)
-            checks["kafka_offset"].append(message.offset)
+    count = len(group.members)
+    records = [event.features for event, _ in group.members]
+    numbers = np.full((count, len(features)), np.nan)
+    texts = np.full((count, len(features)), None, dtype=object)
+    for column, feature in enumerate(features):
+        numbers[:, column], texts[:, column] = _split_values(
+            [record.get(feature) for record in records]
+        )
+    names = np.array(features, dtype=object)
+    events["check_features"].extend([names] * count)
+    events["check_statuses"].extend(group.statuses.to_numpy(dtype=object))
+    events["check_passed"].extend(group.passed.to_numpy(dtype=np.uint8))
+    events["check_numbers"].extend(numbers)
+    events["check_texts"].extend(texts)
 
 
 def _add_metric_checks(output: BlockOutput, group: _Group) -> None:
@@ -608,24 +602,24 @@ def _add_drift(
     partition: int,
     offset: int,
 ) -> None:
-    columns = output.batch_drift
-    for item in drift:
-        columns["model"].append(summary.model)
-        columns["version"].append(summary.version)
-        columns["batch_id"].append(summary.batch_id)
-        columns["window_start"].append(summary.window_start)
-        columns["feature"].append(item.feature)
-        columns["method"].append(str(item.method))
-        columns["tested"].append(int(item.tested))
-        columns["values"].append(item.values)
-        columns["missing"].append(item.missing)
-        columns["statistic"].append(item.statistic)
-        columns["p_value"].append(item.p_value)
-        columns["adjusted_p_value"].append(item.adjusted_p_value)
-        columns["drifted"].append(int(item.drifted))
-        columns["reason"].append(item.reason or "")
-        columns["kafka_partition"].append(partition)
-        columns["kafka_offset"].append(offset)
+    """Add a batch's drift tests as the lists of its ``batch_rows`` row.
+
+    Called once per closed batch, before :func:`_add_batch` adds the rest of
+    the row; the partition and offset are those of that row.
+    """
+    columns = output.batches
+    columns["drift_features"].append([item.feature for item in drift])
+    columns["drift_methods"].append([str(item.method) for item in drift])
+    columns["drift_tested"].append([int(item.tested) for item in drift])
+    columns["drift_values"].append([item.values for item in drift])
+    columns["drift_missing"].append([item.missing for item in drift])
+    columns["drift_statistics"].append([item.statistic for item in drift])
+    columns["drift_p_values"].append([item.p_value for item in drift])
+    columns["drift_adjusted_p_values"].append(
+        [item.adjusted_p_value for item in drift]
+    )
+    columns["drift_drifted"].append([int(item.drifted) for item in drift])
+    columns["drift_reasons"].append([item.reason or "" for item in drift])
 
 
 def _worse(first: Health, second: Health) -> Health:
@@ -881,17 +875,10 @@ def _add_batch(
         batches[name].append(str(value) if name in ("closed_by", "health") else value)
     batches["kafka_partition"].append(partition)
     batches["kafka_offset"].append(offset)
-    for check in summary.checks:
-        output.batch_checks["model"].append(summary.model)
-        output.batch_checks["version"].append(summary.version)
-        output.batch_checks["batch_id"].append(summary.batch_id)
-        output.batch_checks["window_start"].append(summary.window_start)
-        output.batch_checks["feature"].append(check.feature)
-        output.batch_checks["check"].append(check.check)
-        output.batch_checks["checked"].append(check.checked)
-        output.batch_checks["passed"].append(check.passed)
-        output.batch_checks["kafka_partition"].append(partition)
-        output.batch_checks["kafka_offset"].append(offset)
+    batches["check_features"].append([check.feature for check in summary.checks])
+    batches["check_names"].append([check.check for check in summary.checks])
+    batches["check_checked"].append([check.checked for check in summary.checks])
+    batches["check_passed"].append([check.passed for check in summary.checks])
     record = BatchRecord(
         model=summary.model,
         version=summary.version,
@@ -982,6 +969,35 @@ def _split_value(value: Any) -> tuple[float | None, str | None]:
     if isinstance(value, str):
         return None, value
     return None, _json_text(value)
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def _split_values(values: list[Any]) -> tuple[np.ndarray, list[str | None]]:
+    """Split one feature's values as :func:`_split_value` does, for a column.
+
+    Return the numbers, with NaN where a value is not a finite number, and the
+    texts. Values of a single kind (numbers or text, with None) take a NumPy
+    path; anything else goes value by value.
+    """
+    kinds = set(map(type, values))
+    if kinds <= _NUMBER_TYPES:
+        try:
+            numbers = np.array(values, dtype=np.float64)
+        except OverflowError:
+            pass
+        else:
+            # None becomes NaN; an infinite number needs its text instead.
+            missing = np.flatnonzero(~np.isfinite(numbers))
+            if all(values[row] is None for row in missing):
+                return numbers, [None] * len(values)
+    elif kinds <= _TEXT_TYPES:
+        return np.full(len(values), np.nan), values
+    pairs = [_split_value(value) for value in values]
+    numbers = np.array([np.nan if number is None else number for number, _ in pairs])
+    return numbers, [text for _, text in pairs]
 
 
 def _plain(value: Any) -> Any:

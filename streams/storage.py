@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 import pandas as pd
+import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from streams.ddl import MIGRATIONS
@@ -58,6 +59,7 @@ class Storage:
     def __init__(self, client: Any, url: str, database: str) -> None:
         self._client = client
         self._lock = threading.Lock()
+        self._types: dict[str, dict[str, str]] = {}
         self.url = url
         self.database = database
 
@@ -102,6 +104,7 @@ class Storage:
                 continue
             for statement in statements:
                 self.command(statement)
+            self._types.clear()
             self.insert_block(
                 "schema_migrations", {"number": [number], "title": [title]}
             )
@@ -166,33 +169,68 @@ class Storage:
         rows = len(columns[names[0]]) if names else 0
         if rows == 0:
             return 0
-        # A block of replayed history can span more months than ClickHouse's
-        # default limit of 100 partitions per insert; the limit is lifted.
-        settings: dict[str, Any] = {"max_partitions_per_insert_block": 0}
-        if deduplication_token is not None:
-            settings["insert_deduplication_token"] = deduplication_token
         started = time.perf_counter()
         with self._lock:
             try:
+                types = self._column_types(table)
                 self._client.insert(
                     table,
                     [columns[name] for name in names],
                     column_names=names,
+                    column_type_names=[types[name] for name in names],
                     column_oriented=True,
-                    settings=settings,
+                    settings=_insert_settings(deduplication_token),
                 )
             except ClickHouseError as error:
                 raise _storage_error(
                     f"inserting {rows} rows into {table}", error
                 ) from error
         if not quiet:
-            log.info(
-                "wrote %d rows to %s in %.3f s",
-                rows,
-                table,
-                time.perf_counter() - started,
-            )
+            _log_insert(table, rows, started)
         return rows
+
+    def insert_arrow(
+        self,
+        table: str,
+        rows: pa.Table,
+        *,
+        deduplication_token: str | None = None,
+    ) -> int:
+        """Insert an Arrow table; return the number of rows.
+
+        ClickHouse reads the Arrow columns itself, so no value is converted in
+        Python. Columns match by name; an Arrow string fills a LowCardinality
+        column and an Arrow timestamp a DateTime64. ``deduplication_token``
+        works as in :meth:`insert_block`, and it also applies to the tables
+        that materialized views of ``table`` write to.
+        """
+        if rows.num_rows == 0:
+            return 0
+        started = time.perf_counter()
+        with self._lock:
+            try:
+                self._client.insert_arrow(
+                    table, rows, settings=_insert_settings(deduplication_token)
+                )
+            except ClickHouseError as error:
+                raise _storage_error(
+                    f"inserting {rows.num_rows} rows into {table}", error
+                ) from error
+        _log_insert(table, rows.num_rows, started)
+        return rows.num_rows
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """Return the ClickHouse type of each column of ``table``.
+
+        Cached, so an insert does not ask the engine for the table's columns
+        each time; :meth:`migrate` clears the cache.
+        """
+        types = self._types.get(table)
+        if types is None:
+            described = self._client.query(f"DESCRIBE TABLE `{table}`")
+            types = {row[0]: row[1] for row in described.result_rows}
+            self._types[table] = types
+        return types
 
     def close(self) -> None:
         """Close the connection; the embedded engine releases its directory."""
@@ -204,6 +242,27 @@ class Storage:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _insert_settings(deduplication_token: str | None) -> dict[str, Any]:
+    # A block of replayed history can span more months than ClickHouse's
+    # default limit of 100 partitions per insert; the limit is lifted.
+    # Materialized views deduplicate their own blocks too, so a retried insert
+    # into a Null table adds no row to the tables its views write to. That is
+    # on by default in chDB 26.9, but older ClickHouse servers have it off.
+    settings: dict[str, Any] = {
+        "max_partitions_per_insert_block": 0,
+        "deduplicate_blocks_in_dependent_materialized_views": 1,
+    }
+    if deduplication_token is not None:
+        settings["insert_deduplication_token"] = deduplication_token
+    return settings
+
+
+def _log_insert(table: str, rows: int, started: float) -> None:
+    log.info(
+        "wrote %d rows to %s in %.3f s", rows, table, time.perf_counter() - started
+    )
 
 
 def _connect_embedded(url: str) -> Any:

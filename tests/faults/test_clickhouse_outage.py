@@ -4,7 +4,7 @@ The embedded engine runs inside the worker process, so nothing outside that
 process can make it fail, and no ClickHouse server is available to put a
 failing proxy in front of. So this test runs :class:`BlockProcessor` in the
 test process, fed by real Kafka messages, with the real engine behind a
-subclass of oddwatch's own :class:`Storage` whose ``insert_block`` raises
+subclass of oddwatch's own :class:`Storage` whose inserts raise
 StorageError for the tables and seconds the test chooses. Everything else is
 the worker's code: scoring, publishing to the real broker, the ClickHouse
 sink with its deduplication tokens, the journal and the retry with back-off.
@@ -67,16 +67,22 @@ class FailingStorage(Storage):
     fault = Fault()
 
     def insert_block(self, table, columns, **options):
+        self._fail(table, len(next(iter(columns.values()), [])))
+        return super().insert_block(table, columns, **options)
+
+    def insert_arrow(self, table, rows, **options):
+        self._fail(table, rows.num_rows)
+        return super().insert_arrow(table, rows, **options)
+
+    def _fail(self, table: str, rows: int) -> None:
         fault = self.fault
         if table in fault.tables and fault.remaining > 0:
             fault.remaining -= 1
             fault.rejected.append(table)
-            rows = len(next(iter(columns.values()), []))
             raise StorageError(
                 f"inserting {rows} rows into {table} failed: Connection refused "
                 "(injected by the test)"
             )
-        return super().insert_block(table, columns, **options)
 
 
 @pytest.fixture
@@ -157,9 +163,10 @@ def test_clickhouse_outage_retries(settings, monkeypatch, caplog, adult_test):
         processor.process(blocks[0])
         processor.process(blocks[1])
 
-        # Block 2: the events insert succeeds and feature_checks fails four
-        # times, so every retry writes events again under the same token.
-        fault.start({"feature_checks"}, failures=4)
+        # Block 2: the events and feature checks are written, then the batch
+        # insert fails four times, so every retry writes the events and
+        # their checks again under the same token.
+        fault.start({"batch_rows"}, failures=4)
         worker = threading.Thread(target=processor.process, args=(blocks[2],))
         worker.start()
         block_ids = {f"req-{n}" for n in range(2 * BLOCK, 3 * BLOCK)}
@@ -173,8 +180,8 @@ def test_clickhouse_outage_retries(settings, monkeypatch, caplog, adult_test):
         processor.process(blocks[3])
 
         # Block 4: the whole database fails three times.
-        fault.start({"events", "feature_checks", "batches", "batch_checks",
-                     "alerts", "dead_letters", "sink_journal"}, failures=3)  # fmt: skip
+        fault.start({"event_rows", "batch_rows", "alerts", "dead_letters",
+                     "sink_journal"}, failures=3)  # fmt: skip
         processor.process(blocks[4])
 
         for block in blocks[5:]:
@@ -210,7 +217,7 @@ def test_clickhouse_outage_retries(settings, monkeypatch, caplog, adult_test):
     print(delivery.line("ClickHouse outage", seconds))
 
     assert published_during_outage, "scored events were not on Kafka during the outage"
-    assert "feature_checks" in fault.rejected
+    assert "batch_rows" in fault.rejected
     assert "sink_journal" in fault.rejected
     # Back-off doubles from 0.5 s and starts again at the next outage.
     assert write_delays == [0.5, 1.0, 2.0, 4.0, 0.5, 1.0, 2.0]
@@ -246,7 +253,7 @@ def test_stop_during_outage_keeps_batches(settings, monkeypatch, adult_test):
     processor = BlockProcessor(settings)
     processor.open()
     processor.process(blocks[0])
-    fault.start({"events"}, failures=1_000_000)
+    fault.start({"event_rows"}, failures=1_000_000)
     worker = threading.Thread(target=_process_until_stopped,
                               args=(processor, blocks[1]))  # fmt: skip
     worker.start()

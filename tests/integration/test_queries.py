@@ -351,15 +351,10 @@ def _replayed_rows(output: BlockOutput, messages: list[RawMessage]) -> BlockOutp
         output.events, [o in offsets for o in output.events["kafka_offset"]]
     )
     request_ids = set(events["request_id"])
-    checks = output.feature_checks
     alerts = output.alerts
     return BlockOutput(
         events=events,
-        feature_checks=_select(
-            checks, [r in request_ids for r in checks["request_id"]]
-        ),
         batches=output.batches,
-        batch_checks=output.batch_checks,
         # Batch alerts have an empty request_id.
         alerts=_select(
             alerts, [r in request_ids or r == "" for r in alerts["request_id"]]
