@@ -367,13 +367,14 @@ def _kolmogorov_smirnov(
         return "training has no values of this feature"
     values = np.sort(values)
     size, reference_size = len(values), len(reference)
-    at_most = np.searchsorted(values, values, side="right") / size
-    reference_at_most = np.searchsorted(reference, values, side="right")
-    below = np.searchsorted(values, values, side="left") / size
-    reference_below = np.searchsorted(reference, values, side="left")
+    # Array methods in place of numpy functions skip a wrapper call each.
+    at_most = values.searchsorted(values, side="right") / size
+    reference_at_most = reference.searchsorted(values, side="right")
+    below = values.searchsorted(values, side="left") / size
+    reference_below = reference.searchsorted(values, side="left")
     distance = max(
-        float(np.max(np.abs(at_most - reference_at_most / reference_size))),
-        float(np.max(np.abs(below - reference_below / reference_size))),
+        float(abs(at_most - reference_at_most / reference_size).max()),
+        float(abs(below - reference_below / reference_size).max()),
     )
     effective = size * reference_size / (size + reference_size)
     root = math.sqrt(effective)
