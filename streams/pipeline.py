@@ -313,6 +313,8 @@ class Pipeline:
             stored = set()
             if self.stored_request_ids is not None:
                 stored = self.stored_request_ids(model, version, ids)
+            if not stored and len(set(ids)) == len(ids):
+                continue
             seen: set[str] = set()
             kept = []
             for event, message in members:
@@ -768,6 +770,10 @@ def _time_texts(moments: list[datetime]) -> list[str]:
     """
     if not moments or any(moment.tzinfo is None for moment in moments):
         return [format_time(moment) for moment in moments]
+    # A reader may stamp a whole block with one receipt time.
+    first = moments[0]
+    if all(moment is first for moment in moments):
+        return [format_time(first)] * len(moments)
     index = pd.DatetimeIndex(pd.to_datetime(moments, utc=True))
     if index.min().year < 1000:
         return [format_time(moment) for moment in moments]

@@ -130,6 +130,7 @@ def test_pipeline_scored_statuses_per_event(store):
         [datetime(999, 1, 1, tzinfo=UTC), T0],
         [datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)],
         [datetime(2026, 12, 4, 15, 0, 0, 500)],
+        [T0 + timedelta(microseconds=1500)] * 3,
         [],
     ],
 )
