@@ -229,6 +229,11 @@ def category_keys(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     values = as_object_array(values)
     if (classes == STRING).all():
         return values.copy()
+    if not ((classes == NUMBER) | (classes == BOOL)).any():
+        # Strings are their own keys, so only the other values need clearing.
+        keys = values.copy()
+        keys[classes != STRING] = None
+        return keys
     keys = np.full(len(values), None, dtype=object)
     usable = (classes == NUMBER) | (classes == BOOL) | (classes == STRING)
     keys[usable] = [category_key(value) for value in values[usable]]

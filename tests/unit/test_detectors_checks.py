@@ -9,7 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors import Status, build_profile, check_block, check_record
-from detectors.values import _classify_objects, as_object_array, classify_column
+from detectors.values import BOOL as CLASS_BOOL
+from detectors.values import NUMBER as CLASS_NUMBER
+from detectors.values import STRING as CLASS_STRING
+from detectors.values import (
+    _classify_objects,
+    as_object_array,
+    category_key,
+    category_keys,
+    classify_column,
+)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +209,16 @@ def test_check_block_plain_columns_equal_records(profile, ages, sexes):
             name: str(status) for name, status in check_record(profile, row).items()
         }
         assert statuses.iloc[position].to_dict() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(json_values, st.text(max_size=2)), max_size=12))
+def test_category_keys_equal_one_by_one(values):
+    classes, _ = classify_column(values)
+    keys = category_keys(as_object_array(values), classes)
+    usable = (CLASS_NUMBER, CLASS_BOOL, CLASS_STRING)
+    expected = [
+        category_key(value) if kind in usable else None
+        for value, kind in zip(values, classes.tolist(), strict=True)
+    ]
+    assert keys.tolist() == expected
