@@ -380,7 +380,8 @@ class Batcher:
             Event time of every event, in the order the events are processed.
         statuses
             Range check status per event (rows) and feature (columns), such as
-            ``ModelVersion.check_block(...).statuses``.
+            ``ModelVersion.check_block(...).statuses``, or booleans that
+            tell whether each value passed its check.
         outliers
             Whether ``auto_od`` flagged each event.
         checks
@@ -583,13 +584,17 @@ def _passed_matrix(
     features = [str(name) for name in statuses.columns]
     if len(set(features)) != len(features):
         raise ValueError(f"statuses has duplicate feature columns: {features}")
-    if statuses.isna().to_numpy().any():
-        raise ValueError(
-            "statuses contains missing values; give a status string such as "
-            "'ok' or 'missing' for every feature of every event"
-        )
     flagged = _as_flags(outliers, "outliers", count)
-    columns = [~flagged, statuses.eq(Status.OK.value).to_numpy(dtype=bool)]
+    if len(features) and all(map(pd.api.types.is_bool_dtype, statuses.dtypes)):
+        range_passed = statuses.to_numpy(dtype=bool)
+    else:
+        if statuses.isna().to_numpy().any():
+            raise ValueError(
+                "statuses contains missing values; give a status string such as "
+                "'ok' or 'missing' for every feature of every event"
+            )
+        range_passed = statuses.eq(Status.OK.value).to_numpy(dtype=bool)
+    columns = [~flagged, range_passed]
     keys = [("", AUTO_OD)] + [(feature, RANGE) for feature in features]
     for name, values in (checks or {}).items():
         if not isinstance(name, str) or not name or name in (AUTO_OD, RANGE):

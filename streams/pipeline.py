@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from detectors import ModelVersion, Status
+from detectors import ModelVersion
 from detectors.checks import MISSING_VALUE as MISSING_CODE
 from detectors.checks import OK as OK_CODE
 from detectors.checks import BlockCheck
@@ -373,7 +373,7 @@ class Pipeline:
             model_version.model,
             model_version.version,
             [event.event_time for event, _ in members],
-            statuses.where(~passed, Status.OK.value),
+            passed,
             outliers,
             checks=metric_passed,
         )

@@ -699,3 +699,16 @@ def test_documented_sql_matches_summaries():
         assert row["checks"] == checks
         assert row["pass_share"] == summary.pass_share
         assert row["health"] == summary.health
+
+
+def test_boolean_statuses_count_as_passed():
+    times = [_at(1), _at(2), _at(3)]
+    texts = pd.DataFrame({"age": ["ok", "missing", "above_max"], "sex": ["ok"] * 3})
+    flags = pd.DataFrame({"age": [True, True, False], "sex": [True] * 3})
+    by_text = Batcher(batch_size=3).assign("census", 1, times, texts, [False] * 3)
+    by_flag = Batcher(batch_size=3).assign("census", 1, times, flags, [False] * 3)
+    [summary] = by_flag[1]
+    counts = {check.feature: check.passed for check in summary.checks}
+    assert counts == {"": 3, "age": 2, "sex": 3}
+    assert by_text[1][0].checks != summary.checks
+    assert by_text[0] == by_flag[0]
