@@ -207,7 +207,7 @@ def _check_categories(
     codes[classes == MISSING] = MISSING_VALUE
     usable = (classes == NUMBER) | (classes == BOOL) | (classes == STRING)
     known = feature.categories
-    seen = np.fromiter((key in known for key in keys[usable]), bool, int(usable.sum()))
+    seen = np.fromiter(map(known.__contains__, keys[usable]), bool, int(usable.sum()))
     codes[usable] = np.where(seen, OK, UNSEEN_CATEGORY)
     return codes
 

@@ -15,6 +15,8 @@ half that width past either end are clipped.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from .checks import BlockCheck
@@ -94,9 +96,9 @@ class FeatureEncoder:
             encoded[:, index] = np.clip(values, -_UNIT_LIMIT, _UNIT_LIMIT)
         for index, name, shares, missing in self._categorical:
             keys = check.keys[name]
-            encoded[:, index] = [
-                missing if key is None else shares.get(key, 0.0) for key in keys
-            ]
+            # A missing value has the key None, which no category has.
+            table = {**shares, None: missing}
+            encoded[:, index] = list(map(table.get, keys, itertools.repeat(0.0)))
         return encoded
 
     def bounded(self, check: BlockCheck) -> np.ndarray:

@@ -17,6 +17,7 @@ higher instead of tying.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -121,9 +122,9 @@ class TailScorer(Scorer):
     def _categorical_term(self, name: str, keys: np.ndarray) -> np.ndarray:
         rarity = self.rarity_[name]
         unseen = self.unseen_rarity_[name]
-        return np.fromiter(
-            (rarity.get(key, unseen) for key in keys), np.float64, len(keys)
-        )
+        # map() with a bound method runs without a Python frame per value.
+        values = map(rarity.get, keys, itertools.repeat(unseen, len(keys)))
+        return np.fromiter(values, np.float64, len(keys))
 
 
 def _thin(values: np.ndarray, limit: int) -> np.ndarray:
