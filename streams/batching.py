@@ -381,7 +381,7 @@ class Batcher:
         statuses
             Range check status per event (rows) and feature (columns), such as
             ``ModelVersion.check_block(...).statuses``, or booleans that
-            tell whether each value passed its check.
+            mark whether each value passed its check.
         outliers
             Whether ``auto_od`` flagged each event.
         checks
