@@ -47,9 +47,6 @@ RETRY_MAX_DELAY = 60.0
 ERROR_LOG_INTERVAL = 10.0
 """Seconds between two log lines about the same Kafka error code."""
 
-GC_FIRST_THRESHOLD = 50_000
-"""Allocations between two collections of the youngest generation."""
-
 MAX_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 """Bytes fetched per partition and request; 8 MiB is about 19,000 events of
 440 bytes, so one fetch fills a block of the largest usual size."""
@@ -98,11 +95,6 @@ class BlockReader:
     def run(self) -> None:
         """Read, process and commit blocks until the worker stops."""
         stopping = self.processor.stopping
-        # A block allocates hundreds of thousands of objects that live until
-        # it is stored. With the default threshold of 700 the collector keeps
-        # rescanning them: blocks of 5,000 took 157 us of CPU per event, and
-        # 92 us with 50,000 (benchmarks/throughput --stages-only).
-        gc.set_threshold(GC_FIRST_THRESHOLD, *gc.get_threshold()[1:])
         self.processor.open()
         consumer = Consumer(consumer_config(self.settings))
         self._consumer = consumer
