@@ -52,10 +52,14 @@ class Settings:
     """How the worker reads ``predictions``: ``blocks`` (confluent-kafka, whole
     blocks per call) or ``faust`` (a Faust agent, one message at a time)."""
 
-    block_size: int = 1000
-    """Largest number of events taken from Kafka and written to ClickHouse at once."""
+    block_size: int = 10_000
+    """Largest number of events taken from Kafka and written to ClickHouse at once.
 
-    block_timeout: float = 0.5
+    Every block costs a fixed 40 to 50 ms of ClickHouse inserts, so a backlog
+    is worked off fastest in large blocks. A stream slower than the worker
+    still gets small blocks, cut by ``block_timeout``."""
+
+    block_timeout: float = 0.25
     """Seconds to wait for a block to fill before processing what has arrived."""
 
     batch_window: float = 60.0
