@@ -9,8 +9,9 @@ first batch to the last message, so connecting and joining are left out.
 - confluent-kafka: the librdkafka client the worker already uses for its
   producer, also without a group, also decoding with orjson.
 - Faust ``take_events``: a Faust app in a child process whose agent takes
-  blocks as the worker's agent does and does nothing with them; Faust still
-  commits the offsets of its group.
+  blocks as the worker's agent does (``ODDWATCH_READER=faust``, same block
+  size and fetch size) and does nothing with them; Faust still commits the
+  offsets of its group.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.throughput.harness import REPO_ROOT
+from streams.app import FAUST_MAX_FETCH_BYTES
+from streams.settings import Settings
 
-BLOCK_SIZE = 1000
-BLOCK_TIMEOUT = 0.5
+BLOCK_SIZE = Settings().block_size
+BLOCK_TIMEOUT = Settings().block_timeout
 
 
 @dataclass
@@ -176,6 +179,7 @@ def _run_take_events_app(servers: str, topic: str, count: int, result: Path) -> 
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        consumer_max_fetch_size=FAUST_MAX_FETCH_BYTES,
     )
     source = app.topic(topic, key_serializer="raw", value_serializer="raw")
 
