@@ -2,8 +2,8 @@
 
 Each migration is applied once, in order, and recorded in ``schema_migrations``;
 a later release appends migrations and never edits an applied one. Every
-statement is idempotent (``IF NOT EXISTS``), so a migration interrupted half
-way can run again.
+statement is idempotent (``IF NOT EXISTS``, or a :class:`Conditional` that
+checks first), so a migration interrupted half way can run again.
 
 Replayed Kafka offsets never double a row: every row carries the partition
 and offset it came from, and the ``sink_journal`` table records how far each
@@ -12,16 +12,27 @@ sorting keys, which contain the ``request_id`` or ``batch_id``, also collapse
 an event a producer sent twice under the same request id, at merge time or
 with ``FINAL``.
 
-The worker does not insert into ``events``, ``feature_checks``, ``batches``,
-``batch_checks`` or ``batch_drift`` itself. It inserts one row an event into
-the Null table ``event_rows``, with the range checks as arrays, and one row a
-batch into ``batch_rows``. Their materialized views write the rows of those
-tables. Each ClickHouse insert costs milliseconds however few its rows, so
-fewer inserts save time. Each view's target table deduplicates its own block
-under the insert's token, so a retried insert stores nothing twice.
+The worker inserts one row an event into ``events``, with the range checks of
+its features as arrays. ``feature_checks`` is a plain view that expands those
+arrays, one row an event and feature, when it is read, so the checks are
+neither stored nor merged a second time. The view reads ``events FINAL``,
+because ClickHouse (26.9) ignores ``FINAL`` on a view, and so it never
+returns the checks of a request id twice, also without ``FINAL``. Rows stored
+before migration 3 stay in ``feature_checks_stored``, which the view includes.
+The Null table ``event_rows`` of migration 2 stays for workers of that release,
+and its view writes the same columns, arrays included, to ``events``.
+
+The worker does not insert into ``batches``, ``batch_checks`` or
+``batch_drift`` itself. It inserts one row a batch into the Null table
+``batch_rows``, and its materialized views write the rows of those tables.
+Each ClickHouse insert costs milliseconds however few its rows, so fewer
+inserts save time. Each view's target table deduplicates its own block under
+the insert's token, so a retried insert stores nothing twice.
 """
 
-__all__ = ["MIGRATIONS", "render_schema"]
+from typing import NamedTuple
+
+__all__ = ["MIGRATIONS", "Conditional", "render_schema"]
 
 # Blocks remembered per table for insert deduplication. MergeTree tables keep
 # none by default, so a replayed block would be stored twice.
@@ -33,6 +44,34 @@ _CHECK_ARRAYS = """check_features Array(LowCardinality(String)),
     check_passed Array(UInt8),
     check_numbers Array(Nullable(Float64)),
     check_texts Array(Nullable(String))"""
+
+# The same arrays added to ``events``, which the ``feature_checks`` view expands.
+_EVENT_CHECK_COLUMNS = """\
+ADD COLUMN IF NOT EXISTS check_features Array(LowCardinality(String))
+        COMMENT 'the profiled features, in the order of the other check_ arrays',
+    ADD COLUMN IF NOT EXISTS check_statuses Array(LowCardinality(String))
+        COMMENT 'range check status of each feature',
+    ADD COLUMN IF NOT EXISTS check_passed Array(UInt8),
+    ADD COLUMN IF NOT EXISTS check_numbers Array(Nullable(Float64))
+        COMMENT 'each feature''s value when it is a number',
+    ADD COLUMN IF NOT EXISTS check_texts Array(Nullable(String))
+        COMMENT 'each feature''s value as text when it is not a number'"""
+
+# The columns of ``feature_checks``, in both parts of its view.
+_FEATURE_CHECK_NAMES = """\
+model, version, request_id, event_time, batch_id, feature, status,
+       passed, value_number, value_text, kafka_partition, kafka_offset"""
+
+
+class Conditional(NamedTuple):
+    """A migration statement that runs only when ``condition`` counts above 0.
+
+    For statements ClickHouse cannot make idempotent itself, such as a rename.
+    """
+
+    condition: str
+    statement: str
+
 
 # The check counts and drift tests of a batch, one element each, in ``batch_rows``.
 _BATCH_ARRAYS = """check_features Array(LowCardinality(String)),
@@ -50,7 +89,7 @@ _BATCH_ARRAYS = """check_features Array(LowCardinality(String)),
     drift_drifted Array(UInt8),
     drift_reasons Array(String)"""
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+MIGRATIONS: list[tuple[int, str, list[str | Conditional]]] = [
     (
         1,
         "events, checks, metrics, batches, drift, alerts, dead letters, journal",
@@ -358,6 +397,46 @@ ARRAY JOIN drift_features AS feature, drift_methods AS method,
 """,
         ],
     ),
+    (
+        3,
+        "store range checks in events and read feature_checks through a view",
+        [
+            "DROP VIEW IF EXISTS feature_checks_from_event_rows",
+            f"""
+ALTER TABLE events
+    {_EVENT_CHECK_COLUMNS}
+""",
+            # Workers of an older release still insert into event_rows while
+            # they are being replaced; their range checks now land in events.
+            "DROP VIEW IF EXISTS events_from_event_rows",
+            "ALTER TABLE event_rows "
+            "MODIFY COMMENT 'keeps no rows: its view writes them to events'",
+            """
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_from_event_rows TO events AS
+SELECT model, version, request_id, event_time, received_at, batch_id, features,
+       extra_features, prediction, score, threshold, is_outlier, failed_checks,
+       kafka_partition, kafka_offset, check_features, check_statuses,
+       check_passed, check_numbers, check_texts
+FROM event_rows
+""",
+            Conditional(
+                "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+                "AND name = 'feature_checks' AND engine != 'View'",
+                "RENAME TABLE feature_checks TO feature_checks_stored",
+            ),
+            f"""
+CREATE VIEW IF NOT EXISTS feature_checks AS
+SELECT {_FEATURE_CHECK_NAMES}
+FROM events FINAL
+ARRAY JOIN check_features AS feature, check_statuses AS status,
+           check_passed AS passed, check_numbers AS value_number,
+           check_texts AS value_text
+UNION ALL
+SELECT {_FEATURE_CHECK_NAMES}
+FROM feature_checks_stored FINAL
+""",
+        ],
+    ),
 ]
 
 
@@ -374,7 +453,11 @@ def render_schema() -> str:
     ]
     for number, title, statements in MIGRATIONS:
         parts.append(f"-- migration {number}: {title}")
-        parts.extend(statement.strip() + ";\n" for statement in statements)
+        for statement in statements:
+            if isinstance(statement, Conditional):
+                parts.append(f"-- only when {statement.condition}:")
+                statement = statement.statement
+            parts.append(statement.strip() + ";\n")
     return "\n".join(parts)
 
 

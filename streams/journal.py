@@ -21,10 +21,12 @@ __all__ = ["Journal", "PartitionState"]
 
 log = logging.getLogger(__name__)
 
-# Tables whose rows carry the Kafka partition and offset they came from.
+# Tables whose rows carry the Kafka partition and offset they came from. Range
+# checks are stored in ``events``, and those written before migration 3 in
+# ``feature_checks_stored``. The ``feature_checks`` view reads both.
 _OFFSET_TABLES = (
-    "events", "feature_checks", "metric_checks", "batches", "batch_checks",
-    "batch_drift", "alerts",
+    "events", "feature_checks_stored", "metric_checks", "batches",
+    "batch_checks", "batch_drift", "alerts",
 )  # fmt: skip
 _BATCH_TABLES = ("batches", "batch_checks", "batch_drift", "alerts")
 

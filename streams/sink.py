@@ -10,15 +10,15 @@ import pyarrow as pa
 from streams.pipeline import BlockOutput
 from streams.storage import Storage
 
-__all__ = ["ClickHouseSink", "batch_rows_table", "event_rows_table"]
+__all__ = ["ClickHouseSink", "batch_rows_table", "events_table"]
 
 log = logging.getLogger(__name__)
 
 _TIME = pa.timestamp("ms", tz="UTC")
 _TEXTS = pa.list_(pa.string())
 
-# Arrow types of the columns of the Null tables (see migration 2 in
-# streams/ddl.py). ClickHouse converts them to the declared column types.
+# Arrow types of the columns of ``events`` and of the Null table ``batch_rows``
+# (see streams/ddl.py). ClickHouse converts them to the declared column types.
 _EVENT_ROW_TYPES: dict[str, pa.DataType] = {
     "model": pa.string(),
     "version": pa.uint32(),
@@ -75,11 +75,12 @@ _BATCH_ROW_TYPES: dict[str, pa.DataType] = {
 class ClickHouseSink:
     """Write the rows of a block to ClickHouse in as few inserts as possible.
 
-    Events and their range checks go in one insert into the Null table
-    ``event_rows``, whose materialized views write ``events`` and
-    ``feature_checks``; batch summaries likewise go through ``batch_rows`` to
-    ``batches``, ``batch_checks`` and ``batch_drift``. Each ClickHouse insert
-    costs milliseconds whatever its size, so fewer inserts a block matter.
+    Events go in one insert into ``events``, with their range checks as
+    arrays that the ``feature_checks`` view expands when it is read. Batch
+    summaries go in one insert into the Null table ``batch_rows``, whose
+    materialized views write ``batches``, ``batch_checks`` and
+    ``batch_drift``. Each ClickHouse insert costs milliseconds whatever its
+    size, so fewer inserts a block matter.
 
     Every insert carries a deduplication token unique to the block and the
     worker process, so when a write is retried after an error, ClickHouse
@@ -96,7 +97,7 @@ class ClickHouseSink:
         storage = self.storage
         if output.event_count:
             storage.insert_arrow(
-                "event_rows", event_rows_table(output), deduplication_token=token
+                "events", events_table(output), deduplication_token=token
             )
         storage.insert_block(
             "metric_checks", output.metric_checks, deduplication_token=token
@@ -111,8 +112,8 @@ class ClickHouseSink:
         )
 
 
-def event_rows_table(output: BlockOutput) -> pa.Table:
-    """Return the events of ``output`` as an Arrow table for ``event_rows``."""
+def events_table(output: BlockOutput) -> pa.Table:
+    """Return the events of ``output`` as an Arrow table for ``events``."""
     columns = output.events
     arrays = []
     for name, kind in _EVENT_ROW_TYPES.items():

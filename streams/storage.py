@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from streams.ddl import MIGRATIONS
+from streams.ddl import MIGRATIONS, Conditional
 from streams.errors import ConfigError, StorageBusyError, StorageError
 from streams.settings import mask_url
 
@@ -46,11 +46,12 @@ class Storage:
     >>> import tempfile
     >>> with Storage.connect("chdb://" + tempfile.mkdtemp()) as storage:
     ...     _ = storage.insert_block(
-    ...         "feature_checks",
+    ...         "events",
     ...         {"model": ["m"], "version": [1], "request_id": ["r1"],
     ...          "event_time": [pd.Timestamp("2026-01-01", tz="UTC")],
-    ...          "feature": ["age"], "status": ["ok"],
-    ...          "value_number": [39.0], "value_text": [None]},
+    ...          "check_features": [["age"]], "check_statuses": [["ok"]],
+    ...          "check_passed": [[1]],
+    ...          "check_numbers": [[39.0]], "check_texts": [[None]]},
     ...     )
     ...     storage.query_rows("SELECT feature, status FROM feature_checks")
     [('age', 'ok')]
@@ -103,6 +104,10 @@ class Storage:
             if number in applied:
                 continue
             for statement in statements:
+                if isinstance(statement, Conditional):
+                    if not self.query_rows(statement.condition)[0][0]:
+                        continue
+                    statement = statement.statement
                 self.command(statement)
             self._types.clear()
             self.insert_block(

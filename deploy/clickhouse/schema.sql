@@ -301,3 +301,43 @@ ARRAY JOIN drift_features AS feature, drift_methods AS method,
            drift_missing AS missing, drift_statistics AS statistic,
            drift_p_values AS p_value, drift_adjusted_p_values AS adjusted_p_value,
            drift_drifted AS drifted, drift_reasons AS reason;
+
+-- migration 3: store range checks in events and read feature_checks through a view
+DROP VIEW IF EXISTS feature_checks_from_event_rows;
+
+ALTER TABLE events
+    ADD COLUMN IF NOT EXISTS check_features Array(LowCardinality(String))
+        COMMENT 'the profiled features, in the order of the other check_ arrays',
+    ADD COLUMN IF NOT EXISTS check_statuses Array(LowCardinality(String))
+        COMMENT 'range check status of each feature',
+    ADD COLUMN IF NOT EXISTS check_passed Array(UInt8),
+    ADD COLUMN IF NOT EXISTS check_numbers Array(Nullable(Float64))
+        COMMENT 'each feature''s value when it is a number',
+    ADD COLUMN IF NOT EXISTS check_texts Array(Nullable(String))
+        COMMENT 'each feature''s value as text when it is not a number';
+
+DROP VIEW IF EXISTS events_from_event_rows;
+
+ALTER TABLE event_rows MODIFY COMMENT 'keeps no rows: its view writes them to events';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_from_event_rows TO events AS
+SELECT model, version, request_id, event_time, received_at, batch_id, features,
+       extra_features, prediction, score, threshold, is_outlier, failed_checks,
+       kafka_partition, kafka_offset, check_features, check_statuses,
+       check_passed, check_numbers, check_texts
+FROM event_rows;
+
+-- only when SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'feature_checks' AND engine != 'View':
+RENAME TABLE feature_checks TO feature_checks_stored;
+
+CREATE VIEW IF NOT EXISTS feature_checks AS
+SELECT model, version, request_id, event_time, batch_id, feature, status,
+       passed, value_number, value_text, kafka_partition, kafka_offset
+FROM events FINAL
+ARRAY JOIN check_features AS feature, check_statuses AS status,
+           check_passed AS passed, check_numbers AS value_number,
+           check_texts AS value_text
+UNION ALL
+SELECT model, version, request_id, event_time, batch_id, feature, status,
+       passed, value_number, value_text, kafka_partition, kafka_offset
+FROM feature_checks_stored FINAL;

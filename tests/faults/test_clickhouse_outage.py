@@ -180,7 +180,7 @@ def test_clickhouse_outage_retries(settings, monkeypatch, caplog, adult_test):
         processor.process(blocks[3])
 
         # Block 4: the whole database fails three times.
-        fault.start({"event_rows", "batch_rows", "alerts", "dead_letters",
+        fault.start({"events", "batch_rows", "alerts", "dead_letters",
                      "sink_journal"}, failures=3)  # fmt: skip
         processor.process(blocks[4])
 
@@ -253,7 +253,7 @@ def test_stop_during_outage_keeps_batches(settings, monkeypatch, adult_test):
     processor = BlockProcessor(settings)
     processor.open()
     processor.process(blocks[0])
-    fault.start({"event_rows"}, failures=1_000_000)
+    fault.start({"events"}, failures=1_000_000)
     worker = threading.Thread(target=_process_until_stopped,
                               args=(processor, blocks[1]))  # fmt: skip
     worker.start()

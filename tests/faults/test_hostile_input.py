@@ -841,7 +841,7 @@ def test_repeated_request_id_keeps_summaries(shapes_processor):
     shapes_processor.close()
     with Storage.connect(shapes_processor.settings.clickhouse) as storage:
         # Merge now what ClickHouse would merge at some later moment.
-        for table in ("events", "feature_checks"):
+        for table in ("events", "feature_checks_stored"):
             storage.command(f"OPTIMIZE TABLE {table} FINAL")
         events = storage.query_rows("SELECT count() FROM events")[0][0]
         batched = storage.query_rows("SELECT sum(events) FROM batches")[0][0]

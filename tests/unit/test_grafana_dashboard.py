@@ -263,7 +263,7 @@ def _insert_rows(storage: Storage) -> None:
         _event(MODEL, VERSION, "early", START - timedelta(hours=3), EARLY_BATCH),
     ]
     storage.insert_block("events", _columns(events))
-    storage.insert_block("feature_checks", _columns(checks))
+    storage.insert_block("feature_checks_stored", _columns(checks))
 
     batch = {"model": MODEL, "version": VERSION, "batch_id": CLOSED_BATCH}
     storage.insert_block(

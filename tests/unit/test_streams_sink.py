@@ -1,4 +1,5 @@
-"""The ClickHouse sink on the embedded engine: rows fanned out by the views."""
+"""The ClickHouse sink on the embedded engine: events, their feature_checks view
+and the batch tables written by views."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -9,10 +10,12 @@ import pytest
 
 from detectors import train_model
 from streams.batching import Batcher
+from streams.ddl import MIGRATIONS
+from streams.journal import Journal
 from streams.pipeline import Pipeline, _split_value
 from streams.records import RawMessage
 from streams.registry import ModelRegistry
-from streams.sink import ClickHouseSink, event_rows_table
+from streams.sink import ClickHouseSink, events_table
 from streams.storage import Storage
 
 T0 = datetime(2026, 12, 4, 15, 0, 0, 123456, tzinfo=UTC)
@@ -48,9 +51,9 @@ def store(tmp_path_factory):
     return path
 
 
-def _messages(count: int) -> list[RawMessage]:
+def _messages(count: int, start: int = 0) -> list[RawMessage]:
     messages = []
-    for number in range(count):
+    for number in range(start, start + count):
         features = {"age": 20 + number % 50, "income": 40.5, "sector": "public"}
         if number % 3 == 0:
             del features["income"]
@@ -170,7 +173,7 @@ def test_retried_write_adds_no_rows(tmp_path, output):
         sink = ClickHouseSink(storage)
         # A write that failed after the events and their checks were stored.
         storage.insert_arrow(
-            "event_rows", event_rows_table(output), deduplication_token="block-1"
+            "events", events_table(output), deduplication_token="block-1"
         )
         sink.write(output, "block-1")
         once = _counts(storage)
@@ -188,5 +191,94 @@ def test_retried_write_adds_no_rows(tmp_path, output):
     }
     assert once["batch_checks"] > 0
     assert retried == once
-    # A new token stores the rows again: the deduplication is the token's.
-    assert other_token == {table: 2 * count for table, count in once.items()}
+    # A new token stores the rows again: the deduplication is the token's. The
+    # feature_checks view reads events FINAL, so it lists each event's checks
+    # once even before ClickHouse merges the two copies.
+    assert other_token == {
+        table: count if table == "feature_checks" else 2 * count
+        for table, count in once.items()
+    }
+
+
+def _feature_check_rows(storage: Storage, final: str = "") -> list[tuple]:
+    return storage.query_rows(
+        "SELECT request_id, toString(feature), toString(status), passed, "
+        "value_number, value_text, batch_id, event_time, kafka_partition, "
+        f"kafka_offset FROM feature_checks {final} ORDER BY request_id, feature"
+    )
+
+
+def test_migration_keeps_stored_feature_checks(tmp_path, store, monkeypatch):
+    pipeline = Pipeline(ModelRegistry(store), Batcher(batch_size=10))
+    old = pipeline.process(_messages(45))
+    new = pipeline.process(_messages(45, start=45))
+    legacy = pipeline.process(_messages(45, start=90))
+    url = f"chdb://{tmp_path}"
+
+    # A database of migrations 1 and 2, whose views stored the checks of the
+    # first block as rows of feature_checks.
+    monkeypatch.setattr("streams.storage.MIGRATIONS", MIGRATIONS[:2])
+    with Storage.connect(url) as storage:
+        storage.insert_arrow("event_rows", events_table(old))
+        old_rows = _feature_check_rows(storage)
+    monkeypatch.undo()
+    assert len(old_rows) == 45 * 3
+
+    with Storage.connect(url) as storage:
+        tables = dict(
+            storage.query_rows(
+                "SELECT name, engine FROM system.tables "
+                "WHERE database = currentDatabase() AND name LIKE 'feature_checks%'"
+            )
+        )
+        migrated_rows = _feature_check_rows(storage)
+        ClickHouseSink(storage).write(new, "block-2")
+        # A worker of the previous release, still running, writes event_rows.
+        storage.insert_arrow("event_rows", events_table(legacy))
+        every = _feature_check_rows(storage)
+        every_final = _feature_check_rows(storage, "FINAL")
+        stored = storage.query_rows("SELECT count() FROM feature_checks_stored")[0][0]
+        journal = Journal(storage, "workers")
+        journal.append({("predictions", 0): (30, None)})
+        journal.recover("predictions", 0)
+        kept_offsets = storage.query_rows(
+            "SELECT DISTINCT kafka_offset FROM feature_checks ORDER BY kafka_offset"
+        )
+
+    with Storage.connect(url) as storage:
+        reopened = storage.migrate()
+
+    assert tables == {
+        "feature_checks": "View",
+        "feature_checks_stored": "ReplacingMergeTree",
+    }
+    assert migrated_rows == old_rows
+    assert stored == 45 * 3
+    with Storage.connect(f"chdb://{tmp_path / 'fresh'}") as fresh:
+        ClickHouseSink(fresh).write(new, "block-2")
+        ClickHouseSink(fresh).write(legacy, "block-3")
+        new_rows = _feature_check_rows(fresh)
+    assert len(new_rows) == 2 * 45 * 3
+    assert every == sorted(old_rows + new_rows)
+    assert every_final == every
+    # Recovery deletes the checks past the journal's offset in both parts.
+    assert kept_offsets == [(offset,) for offset in range(31)]
+    assert reopened == []
+
+
+def test_fresh_database_stores_no_feature_check_rows(tmp_path, output):
+    with Storage.connect(f"chdb://{tmp_path}") as storage:
+        ClickHouseSink(storage).write(output, "block-1")
+        stored = storage.query_rows("SELECT count() FROM feature_checks_stored")[0][0]
+        checks = storage.query_rows("SELECT count() FROM feature_checks")[0][0]
+        engines = dict(
+            storage.query_rows(
+                "SELECT name, engine FROM system.tables "
+                "WHERE database = currentDatabase()"
+            )
+        )
+
+    assert stored == 0
+    assert checks == 45 * 3
+    assert engines["feature_checks"] == "View"
+    assert engines["event_rows"] == "Null"
