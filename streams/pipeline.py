@@ -83,12 +83,12 @@ class BlockOutput:
     are ClickHouse columns; ``scored``, ``alert_records``, ``batch_records``
     and ``dead_letter_records`` are Kafka messages as (key, value) pairs.
 
-    ``events`` holds the rows of the ``event_rows`` table: the columns of
-    ``events`` and, per event, its range checks as arrays with one element a
-    feature (one NumPy array per event and column). ClickHouse fans them out
-    to ``events`` and ``feature_checks``. ``batches`` likewise holds the rows
-    of ``batch_rows``: a batch summary with its check counts and drift tests
-    as lists, fanned out to ``batches``, ``batch_checks`` and ``batch_drift``.
+    ``events`` contains the rows of the ``events`` table, with each event's
+    range checks as arrays of one element a feature (one NumPy array per event
+    and column), which the ``feature_checks`` view expands. ``batches``
+    contains the rows of ``batch_rows``: a batch summary with its check counts
+    and drift tests as lists, fanned out to ``batches``, ``batch_checks`` and
+    ``batch_drift``.
     """
 
     events: dict[str, list] = field(
