@@ -458,6 +458,26 @@ class _Group:
     contributions: dict[int, list] = field(default_factory=dict)
 
 
+def _closed_checks(
+    checks: BlockCheck,
+    rows_of: dict[str, list[int]],
+    closed: list[BatchSummary],
+    state: PartitionBatches,
+) -> dict[str, BlockCheck]:
+    """Return the range checks of the closed batches that lie within this block.
+
+    ``rows_of`` maps each batch id of the block to its rows. A batch that
+    began in an earlier block is left out, because the block's checks lack
+    its first events.
+    """
+    found = {}
+    for summary in closed:
+        rows = rows_of.get(summary.batch_id, [])
+        if rows and len(rows) == len(state.values.get(summary.batch_id, ())):
+            found[summary.batch_id] = checks.take(np.array(rows))
+    return found
+
+
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Events stamped before this are rejected as mistaken clocks or units."""
 
@@ -665,26 +685,6 @@ def _add_scored_and_alerts(output: BlockOutput, group: _Group) -> None:
                 group, row, statuses, passed_rows[row], metrics, created
             )
             _add_alert(output, alert, message.partition, message.offset)
-
-
-def _closed_checks(
-    checks: BlockCheck,
-    rows_of: dict[str, list[int]],
-    closed: list[BatchSummary],
-    state: PartitionBatches,
-) -> dict[str, BlockCheck]:
-    """Return the range checks of the closed batches that lie within this block.
-
-    ``rows_of`` maps each batch id of the block to its rows. A batch that
-    began in an earlier block is left out, because the block's checks lack
-    its first events.
-    """
-    found = {}
-    for summary in closed:
-        rows = rows_of.get(summary.batch_id, [])
-        if rows and len(rows) == len(state.values.get(summary.batch_id, ())):
-            found[summary.batch_id] = checks.take(np.array(rows))
-    return found
 
 
 def _outlier_alert(
