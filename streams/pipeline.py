@@ -91,9 +91,7 @@ class BlockOutput:
     ``batch_drift``.
     """
 
-    events: dict[str, list] = field(
-        default_factory=lambda: _columns(EVENT_ROW_COLUMNS)
-    )
+    events: dict[str, list] = field(default_factory=lambda: _columns(EVENT_ROW_COLUMNS))
     batches: dict[str, list] = field(
         default_factory=lambda: _columns(BATCH_ROW_COLUMNS)
     )
@@ -174,6 +172,8 @@ METRIC_COLUMNS = (
     "model", "version", "request_id", "event_time", "batch_id", "metric", "value",
     "threshold", "operator", "status", "error", "kafka_partition", "kafka_offset",
 )  # fmt: skip
+
+
 @dataclass
 class PartitionBatches:
     """The batching state of one Kafka partition, saved in the journal.
@@ -637,9 +637,7 @@ def _add_drift(
     columns["drift_missing"].append([item.missing for item in drift])
     columns["drift_statistics"].append([item.statistic for item in drift])
     columns["drift_p_values"].append([item.p_value for item in drift])
-    columns["drift_adjusted_p_values"].append(
-        [item.adjusted_p_value for item in drift]
-    )
+    columns["drift_adjusted_p_values"].append([item.adjusted_p_value for item in drift])
     columns["drift_drifted"].append([int(item.drifted) for item in drift])
     columns["drift_reasons"].append([item.reason or "" for item in drift])
 
