@@ -238,11 +238,10 @@ STAGE_TREE = [
     ("_confirm_sent", "block"),
     ("ClickHouseSink.write", "block"),
     ("insert events", "ClickHouseSink.write"),
-    ("insert feature_checks", "ClickHouseSink.write"),
-    ("insert batches", "ClickHouseSink.write"),
-    ("insert batch_checks", "ClickHouseSink.write"),
-    ("insert batch_drift", "ClickHouseSink.write"),
+    ("insert batch_rows", "ClickHouseSink.write"),
     ("insert alerts", "ClickHouseSink.write"),
+    ("insert metric_checks", "ClickHouseSink.write"),
+    ("insert dead_letters", "ClickHouseSink.write"),
     ("Journal.append", "block"),
 ]
 
@@ -304,6 +303,7 @@ def _timers_installed(timers: _Timers) -> Iterator[None]:
         (ClickHouseSink, "write", fixed("ClickHouseSink.write")),
         (Journal, "append", fixed("Journal.append")),
         (Storage, "insert_block", lambda _self, table, *_a, **_k: f"insert {table}"),
+        (Storage, "insert_arrow", lambda _self, table, *_a, **_k: f"insert {table}"),
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in targets]
     try:
