@@ -295,6 +295,9 @@ class Pipeline:
                         DeadLetter(message, error.reason_code, str(error), "version")
                     )
                 continue
+            members = _reject_oversized(output, model_version, members)
+            if not members:
+                continue
             closed, checks = self._score_group(output, model_version, state, members)
             self._add_batches(output, state, closed, partition, last_offset, checks)
 
@@ -476,6 +479,50 @@ def _closed_checks(
         if rows and len(rows) == len(state.values.get(summary.batch_id, ())):
             found[summary.batch_id] = checks.take(np.array(rows))
     return found
+
+
+MAX_SCORED_BYTES = 1_000_000
+"""Largest scored event the worker publishes.
+
+Kafka brokers reject messages above about 1 MiB by default
+(``message.max.bytes``). A scored event repeats the event's features and
+lists the features the profile does not know, so an event under the input
+limit can still make a scored event above this one."""
+
+
+def _reject_oversized(
+    output: BlockOutput,
+    model_version: ModelVersion,
+    members: list[tuple[PredictionEvent, RawMessage]],
+) -> list[tuple[PredictionEvent, RawMessage]]:
+    """Dead-letter the events whose scored event would be too large for Kafka.
+
+    The size is estimated from the message, the names of its unknown features
+    (listed once more in ``extra_features``) and the per-feature statuses.
+    """
+    known = set(model_version.profile.features)
+    fixed = 4096 + 64 * len(known)
+    kept = []
+    for event, message in members:
+        unknown = []
+        if len(event.features) > len(known):
+            unknown = [name for name in event.features if name not in known]
+        size = len(message.value) + fixed + sum(len(name) + 4 for name in unknown)
+        if size <= MAX_SCORED_BYTES:
+            kept.append((event, message))
+            continue
+        output.dead_letters.append(
+            DeadLetter(
+                message,
+                "too_large",
+                f"the scored event would be about {size:,} bytes, above the "
+                f"{MAX_SCORED_BYTES:,} a Kafka message may have: "
+                f"{len(event.features):,} features, {len(unknown):,} unknown to "
+                "the profile; send only the model's features, or shorter values",
+                "features",
+            )
+        )
+    return kept
 
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)

@@ -3,9 +3,10 @@
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streams.errors import KafkaUnavailableError
+from streams.kafka_logs import kafka_logger
 from streams.settings import Settings
 
 __all__ = ["Publisher"]
@@ -33,6 +34,7 @@ class Publisher:
                 "compression.type": "lz4",
                 "queue.buffering.max.messages": 500_000,
                 "log_level": 4,
+                "logger": kafka_logger("streams.publisher.librdkafka"),
             }
         )
         self._errors: list[KafkaError] = []
@@ -47,6 +49,11 @@ class Publisher:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                self._drop_too_large(topic, key, len(value), error.args[0])
+                return
 
     def flush(self) -> None:
         """Wait for every queued message; raise KafkaUnavailableError on any failure."""
@@ -63,6 +70,31 @@ class Publisher:
     def close(self) -> None:
         self._producer.flush(self.flush_timeout)
 
-    def _on_delivery(self, error: KafkaError | None, _message: Any) -> None:
-        if error is not None:
-            self._errors.append(error)
+    def _on_delivery(self, error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            return
+        if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._drop_too_large(
+                message.topic(), message.key(), len(message.value() or b""), error
+            )
+            return
+        self._errors.append(error)
+
+    def _drop_too_large(
+        self, topic: str, key: bytes | str | None, size: int, error: KafkaError
+    ) -> None:
+        """Log a message Kafka will never accept, instead of retrying it forever.
+
+        The worker dead-letters events whose scored event would be too large
+        before publishing, so this is reached only when a broker or topic
+        allows less than ``MAX_SCORED_BYTES``. The event stays stored in
+        ClickHouse.
+        """
+        log.error(
+            "dropped a %d-byte message for %s (key %r): %s; raise the topic's "
+            "max.message.bytes to publish such messages",
+            size,
+            topic,
+            key,
+            error.str(),
+        )

@@ -136,3 +136,35 @@ def test_pipeline_scored_statuses_per_event(store):
 )
 def test_time_texts_equal_format_time(moments):
     assert _time_texts(moments) == [format_time(moment) for moment in moments]
+
+
+def test_oversized_scored_event_is_dead_letter(store):
+    unknown = {f"unknown_feature_{number:05d}": 1 for number in range(30_000)}
+    big = {
+        "model": "census",
+        "version": 1,
+        "request_id": "big",
+        "timestamp": T0.isoformat(),
+        "features": {"age": 30, "income": 50.0, "sector": "private", **unknown},
+    }
+    small = {**big, "request_id": "small", "features": {"age": 30}}
+    received = T0 + timedelta(seconds=1)
+    messages = [
+        RawMessage("predictions", 0, 0, b"census", orjson.dumps(big), received),
+        RawMessage("predictions", 0, 1, b"census", orjson.dumps(small), received),
+    ]
+    assert len(messages[0].value) < 1_000_000
+
+    pipeline = Pipeline(ModelRegistry(store), Batcher(batch_size=50))
+    output = pipeline.process(messages)
+
+    assert [letter.message.offset for letter in output.dead_letters] == [0]
+    letter = output.dead_letters[0]
+    assert letter.reason_code == "too_large"
+    assert letter.field == "features"
+    assert "30,000 unknown" in letter.reason
+    assert len(letter.reason) <= 256
+    assert output.events["request_id"] == ["small"]
+    assert [orjson.loads(value)["request_id"] for _, value in output.scored] == [
+        "small"
+    ]
