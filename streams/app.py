@@ -18,6 +18,7 @@ Either way a block's offsets are committed only after it is stored.
 
 import asyncio
 import logging
+import os
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 
 IDLE_CHECK_SECONDS = 5.0
 """How often the worker closes batches whose window has passed."""
+
+STOP_CHECK_SECONDS = 0.5
+"""How often a retry loop checks whether the worker is stopping."""
+
+EXIT_BLOCK_NOT_STORED = 3
+"""Exit status of a worker stopped while a block could not be stored."""
 
 FAUST_MAX_FETCH_BYTES = 4 * 1024 * 1024
 """Bytes Faust's consumer fetches per partition and request. Faust's default
@@ -112,7 +119,7 @@ def _add_agent(app: faust.App, settings: Settings, processor: BlockProcessor) ->
                 settings.block_size, within=settings.block_timeout
             ):
                 messages = [_raw_message(event) for event in events]
-                await _process_until_done(processor, messages)
+                await _process_until_done(app, processor, messages)
         finally:
             processor.stopping.set()
             await asyncio.to_thread(processor.close)
@@ -170,13 +177,16 @@ def _reader_service(settings: Settings, processor: BlockProcessor) -> type[Servi
 
 
 async def _process_until_done(
-    processor: BlockProcessor, messages: list[RawMessage]
+    app: faust.App, processor: BlockProcessor, messages: list[RawMessage]
 ) -> None:
     """Process a block, retrying on any error, so its offsets are never acknowledged
     before it is stored.
 
     Faust acknowledges a block taken with ``take_events`` even when the body
-    raises, so an error must not leave this function.
+    raises, so an error must not leave this function. And Faust's shutdown
+    waits for the block to be acknowledged, so a worker asked to stop while
+    its block still fails exits the process without acknowledging it; the
+    next worker reads the block again.
     """
     delay = 1.0
     while True:
@@ -190,8 +200,23 @@ async def _process_until_done(
                 deduplication_token(messages),
                 delay,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
+        waited = 0.0
+        while waited < delay:
+            if app.should_stop or processor.stopping.is_set():
+                _exit_without_acknowledging(messages)
+            await asyncio.sleep(STOP_CHECK_SECONDS)
+            waited += STOP_CHECK_SECONDS
+        delay = min(delay * 2, 60.0)
+
+
+def _exit_without_acknowledging(messages: list[RawMessage]) -> None:
+    log.critical(
+        "stopping with block %s not stored; exiting without acknowledging it, "
+        "so the next worker processes it",
+        deduplication_token(messages),
+    )
+    logging.shutdown()
+    os._exit(EXIT_BLOCK_NOT_STORED)
 
 
 def _raw_message(event: Any) -> RawMessage:
