@@ -178,6 +178,19 @@ class BlockProcessor:
             if output.batch_records:
                 self._deliver(output, offsets)
 
+    def take_over(self, partitions: list[tuple[str, int]]) -> None:
+        """Recover newly assigned partitions from the journal now.
+
+        Without this a partition is recovered with its first block, so the
+        open batches of a quiet partition would stay open, neither closed by
+        the timer nor on shutdown, until an event arrives.
+        """
+        self.open()
+        with self._lock:
+            for key in partitions:
+                if key not in self._stored_up_to:
+                    self._recover(*key)
+
     def revoke(self, partitions: list[tuple[str, int]]) -> None:
         """Forget partitions assigned away; the next owner recovers them."""
         with self._lock:

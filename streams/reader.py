@@ -34,6 +34,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streams.kafka_logs import kafka_logger
 from streams.processor import BlockProcessor, WorkerStopping
 from streams.records import RawMessage, offset_ranges
 from streams.settings import Settings
@@ -71,7 +72,7 @@ def consumer_config(settings: Settings) -> dict[str, object]:
         "max.poll.interval.ms": 300_000,
         "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
         "fetch.max.bytes": 4 * MAX_PARTITION_FETCH_BYTES,
-        "logger": logging.getLogger("streams.reader.librdkafka"),
+        "logger": kafka_logger("streams.reader.librdkafka"),
     }
 
 
@@ -251,6 +252,7 @@ class BlockReader:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _partition_names(partitions))
+        self.processor.take_over([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), between blocks, so no block of these

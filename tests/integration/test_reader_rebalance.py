@@ -15,8 +15,10 @@ pytestmark = pytest.mark.integration
 PER_ROUND = 3000
 
 
-def _produce(servers: str, topic: str, first: int, count: int) -> None:
-    """Send ``count`` census events numbered from ``first``, alternating partitions."""
+def _produce(
+    servers: str, topic: str, first: int, count: int, partitions: int = 2
+) -> None:
+    """Send ``count`` census events numbered from ``first``, partitions in turn."""
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 10})
     for number in range(first, first + count):
         event = {
@@ -27,7 +29,10 @@ def _produce(servers: str, topic: str, first: int, count: int) -> None:
             "prediction": {"income": "<=50K"},
         }
         producer.produce(
-            topic, key=b"census", value=orjson.dumps(event), partition=number % 2
+            topic,
+            key=b"census",
+            value=orjson.dumps(event),
+            partition=number % partitions,
         )
         if number % 1000 == 0:
             producer.poll(0)
@@ -104,3 +109,27 @@ def test_rebalance_keeps_every_event_once(worker_process, kafka_servers):
     assert in_batches == total
     assert per_partition == {0: total // 2, 1: total // 2}
     assert letters == 0
+
+
+def test_quiet_partition_batches_closed_after_kill(worker_process, kafka_servers):
+    topic = worker_process.topic("predictions")
+    register(worker_process)
+    worker_process.start()
+    _wait_for_log(worker_process, "assigned")
+    # 250 events leave a batch of 50 open (batches close at 100 events).
+    _produce(kafka_servers, topic, 0, 250, partitions=1)
+    wait_until_consumed(kafka_servers, worker_process.group, topic, timeout=120)
+    worker_process.process.kill()
+    worker_process.process.wait()
+    worker_process.process = None
+
+    # No event arrives after the restart; the open batch is still closed.
+    worker_process.start()
+    _wait_for_log(worker_process, "1 open batches")
+    assert worker_process.stop() == 0, worker_process.log()
+
+    with Storage.connect(worker_process.clickhouse) as storage:
+        count = storage.query_rows("SELECT count() FROM events")[0][0]
+        in_batches = storage.query_rows("SELECT sum(events) FROM batches FINAL")[0][0]
+    assert count == 250
+    assert in_batches == 250
