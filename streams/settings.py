@@ -18,6 +18,8 @@ __all__ = ["Settings", "mask_url"]
 
 ENV_PREFIX = "ODDWATCH_"
 READERS = ("blocks", "faust")
+MAX_BLOCK_SIZE = 100_000
+"""Largest block_size accepted; a block's rows are all held in memory."""
 _TOPIC_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]*$")
 
 
@@ -110,8 +112,13 @@ class Settings:
                 f"ODDWATCH_READER={self.reader!r} is invalid; expected one of "
                 + ", ".join(READERS)
             )
-        if self.block_size < 1:
-            raise ConfigError(f"block_size must be at least 1, got {self.block_size}")
+        if not 1 <= self.block_size <= MAX_BLOCK_SIZE:
+            raise ConfigError(
+                f"block_size must be between 1 and {MAX_BLOCK_SIZE:,}, "
+                f"got {self.block_size}"
+            )
+        if self.partitions < 1:
+            raise ConfigError(f"partitions must be at least 1, got {self.partitions}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.batch_window <= 0:

@@ -45,7 +45,9 @@ def test_settings_unset_flag_falls_through():
     ("environ", "message"),
     [
         ({"ODDWATCH_BLOCK_SIZE": "many"}, "ODDWATCH_BLOCK_SIZE='many' is invalid"),
-        ({"ODDWATCH_BLOCK_SIZE": "0"}, "block_size must be at least 1"),
+        ({"ODDWATCH_BLOCK_SIZE": "0"}, "block_size must be between 1 and"),
+        ({"ODDWATCH_BLOCK_SIZE": "2000000"}, "block_size must be between 1 and"),
+        ({"ODDWATCH_PARTITIONS": "-1"}, "partitions must be at least 1"),
         ({"ODDWATCH_TOPIC_PREFIX": "bad prefix"}, "topic prefix 'bad prefix'"),
         ({"ODDWATCH_CLICKHOUSE": "mysql://db"}, "expected chdb://DIR"),
         ({"ODDWATCH_KAFKA": " "}, "ODDWATCH_KAFKA is empty"),
