@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streams.errors import OddwatchError
+from streams.errors import ConfigError, OddwatchError
 from streams.settings import Settings
 
 __all__ = ["app", "main"]
@@ -98,6 +98,12 @@ def train(
     from detectors.metrics import load_metric_configs
 
     settings = Settings.from_env(store=store, kafka=kafka, topic_prefix=topic_prefix)
+    path = settings.store / model / str(version)
+    if path.exists() and not overwrite:
+        raise ConfigError(
+            f"{path} already contains {model} version {version}; choose a new "
+            "--version, or pass --overwrite to replace it"
+        )
     configs = load_metric_configs(metrics) if metrics is not None else []
     frame = read_table(data)
     model_version = train_model(
@@ -111,7 +117,6 @@ def train(
         metrics=configs,
     )
     model_version.save(settings.store, overwrite=overwrite)
-    path = settings.store / model / str(version)
     typer.echo(
         f"trained {model} version {version} on {len(frame)} rows, "
         f"{len(model_version.profile.features)} features, "
