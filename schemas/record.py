@@ -163,6 +163,7 @@ def _json_kind(value: Any) -> str:
         str: "string",
         list: "array",
         dict: "object",
+        type(None): "null",
     }
     return kinds.get(type(value), type(value).__name__)
 
