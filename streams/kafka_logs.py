@@ -3,7 +3,7 @@
 While a broker is unreachable, librdkafka logs every failed connection
 attempt, hundreds of lines a minute. The worker passes those lines through
 Python logging with :func:`kafka_logger`, which keeps one line per kind
-every ``interval`` seconds and says how many it left out.
+every ``interval`` seconds and reports how many it left out.
 """
 
 import logging
