@@ -652,6 +652,10 @@ def load_object(raw: bytes | str, max_bytes: int | None = None) -> dict[str, Any
     """Decode JSON text that must contain one object; raise InvalidEvent if not."""
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidEvent("", f"at most {max_bytes} bytes", f"{len(raw)} bytes")
+    if len(raw) == 0:
+        raise InvalidEvent(
+            "", "a JSON object in UTF-8", "invalid JSON (an empty message or tombstone)"
+        )
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:

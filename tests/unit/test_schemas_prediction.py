@@ -139,3 +139,14 @@ def test_prediction_common_path_skips_invalid_bytes():
 def test_prediction_common_path_taken_for_plain_event():
     raw = orjson.dumps(VALID)
     assert _parse_plain_event(raw, NOW) == PredictionEvent.from_json(raw, NOW)
+
+
+def test_empty_message_named_as_tombstone():
+    from datetime import UTC, datetime
+
+    from schemas import InvalidEvent, parse_prediction
+
+    with pytest.raises(InvalidEvent) as caught:
+        parse_prediction(b"", datetime.now(UTC))
+    assert caught.value.got == "invalid JSON (an empty message or tombstone)"
+    assert caught.value.field == ""
