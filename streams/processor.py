@@ -33,7 +33,7 @@ from streams.errors import KafkaUnavailableError, StorageError
 from streams.journal import Journal
 from streams.pipeline import BlockOutput, Pipeline
 from streams.publisher import Publisher
-from streams.records import DeadLetter, RawMessage
+from streams.records import DeadLetter, RawMessage, last_offsets
 from streams.registration import RegistrationReader
 from streams.registry import ModelRegistry
 from streams.settings import Settings
@@ -117,7 +117,7 @@ class BlockProcessor:
                 return None
             saved = pickle.dumps(self._pipeline.batchers)
             output = self._process_isolated(fresh)
-            ends = _last_offsets(fresh)
+            ends = last_offsets(fresh)
             try:
                 self._deliver(output, ends)
             except BaseException:
@@ -394,11 +394,3 @@ class BlockProcessor:
              "checksum": checksum},
         )  # fmt: skip
         return bytes.fromhex(rows[0][0]) if rows else None
-
-
-def _last_offsets(messages: list[RawMessage]) -> dict[tuple[str, int], int]:
-    ends: dict[tuple[str, int], int] = {}
-    for message in messages:
-        key = (message.topic, message.partition)
-        ends[key] = max(ends.get(key, -1), message.offset)
-    return ends

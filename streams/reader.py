@@ -36,7 +36,7 @@ from confluent_kafka import (
 
 from streams.kafka_logs import kafka_logger
 from streams.processor import BlockProcessor, WorkerStopping
-from streams.records import RawMessage, offset_ranges
+from streams.records import RawMessage, last_offsets, offset_ranges
 from streams.settings import Settings
 
 __all__ = ["BlockReader", "consumer_config"]
@@ -120,9 +120,10 @@ class BlockReader:
                 block = self._raw_messages(messages)
                 if not block:
                     continue
-                if not self._process_until_done(block):
+                ends = self._process_until_done(block)
+                if ends is None:
                     break
-                self._commit(block, asynchronous=True)
+                self._commit_offsets(ends, asynchronous=True)
                 if self.blocks == 1:
                     # The first block loaded the models. Moving them out of the
                     # collected generations saves the collector rescanning
@@ -170,12 +171,15 @@ class BlockReader:
             )
         return block
 
-    def _process_until_done(self, block: list[RawMessage]) -> bool:
-        """Process a block, retrying on any error; return False if the worker stops.
+    def _process_until_done(
+        self, block: list[RawMessage]
+    ) -> dict[tuple[str, int], int] | None:
+        """Process a block, retrying on any error, and return its last offsets.
 
-        The processor already retries storage and Kafka failures. What reaches
-        this loop is anything else, and the block is kept: its offsets are not
-        committed, so skipping it would lose its events.
+        Returns None if the worker stops first. The processor already retries
+        storage and Kafka failures. What reaches this loop is anything else,
+        and the block is kept, because its offsets are not committed and
+        skipping it would lose its events.
         """
         delay = RETRY_FIRST_DELAY
         while True:
@@ -188,10 +192,10 @@ class BlockReader:
                     offset_ranges(block),
                     error,
                 )
-                return False
+                return None
             except Exception:
                 if self.processor.stopping.is_set():
-                    return False
+                    return None
                 log.exception(
                     "processing block %s failed; retrying in %.0f s, and its "
                     "offsets stay uncommitted until it succeeds",
@@ -203,16 +207,9 @@ class BlockReader:
                 continue
             self.blocks += 1
             self.events += len(block)
-            for message in block:
-                self._processed[(message.topic, message.partition)] = message.offset
-            return True
-
-    def _commit(self, block: list[RawMessage], *, asynchronous: bool) -> None:
-        ends: dict[tuple[str, int], int] = {}
-        for message in block:
-            key = (message.topic, message.partition)
-            ends[key] = max(ends.get(key, -1), message.offset)
-        self._commit_offsets(ends, asynchronous=asynchronous)
+            ends = last_offsets(block)
+            self._processed.update(ends)
+            return ends
 
     def _commit_processed(self, partitions: list[TopicPartition] | None = None) -> None:
         """Commit, and wait for, the offsets of every processed block."""

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from schemas import DeadLetter as DeadLetterRecord
 
-__all__ = ["DeadLetter", "RawMessage", "offset_ranges"]
+__all__ = ["DeadLetter", "RawMessage", "last_offsets", "offset_ranges"]
 
 MAX_REASON_LENGTH = 256
 """Maximum length of a dead letter's reason and field; longer ones are cut."""
@@ -80,3 +80,12 @@ def offset_ranges(messages: list[RawMessage]) -> str:
         f"{topic}/{partition}/{low}-{high}"
         for (topic, partition), (low, high) in sorted(ranges.items())
     )
+
+
+def last_offsets(messages: list[RawMessage]) -> dict[tuple[str, int], int]:
+    """Return the highest offset of ``messages`` in each (topic, partition)."""
+    ends: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic, message.partition)
+        ends[key] = max(ends.get(key, -1), message.offset)
+    return ends
