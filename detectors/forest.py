@@ -75,7 +75,7 @@ class ForestScorer(Scorer):
     def _compile(self) -> None:
         """Copy all trees into flat arrays; a leaf points to itself.
 
-        ``_children`` holds each node's right child, then its left child, so
+        ``_children`` contains each node's right child, then its left child, so
         a row moves to ``_children[2 * node + goes_left]``. Node and feature
         ids are int32, which halves the memory the walk reads.
         """

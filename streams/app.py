@@ -183,10 +183,10 @@ async def _process_until_done(
     before it is stored.
 
     Faust acknowledges a block taken with ``take_events`` even when the body
-    raises, so an error must not leave this function. And Faust's shutdown
-    waits for the block to be acknowledged, so a worker asked to stop while
-    its block still fails exits the process without acknowledging it; the
-    next worker reads the block again.
+    raises, so an error must not leave this function. Faust's shutdown also
+    waits for the block to be acknowledged. So a worker asked to stop while
+    its block still fails exits the process without acknowledging it, and
+    the next worker reads the block again.
     """
     delay = 1.0
     while True:

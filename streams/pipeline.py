@@ -502,14 +502,14 @@ def _reject_oversized(
     """
     known = set(model_version.profile.features)
     fixed = 4096 + 64 * len(known)
-    kept = []
+    accepted = []
     for event, message in members:
         unknown = []
         if len(event.features) > len(known):
             unknown = [name for name in event.features if name not in known]
         size = len(message.value) + fixed + sum(len(name) + 4 for name in unknown)
         if size <= MAX_SCORED_BYTES:
-            kept.append((event, message))
+            accepted.append((event, message))
             continue
         output.dead_letters.append(
             DeadLetter(
@@ -522,7 +522,7 @@ def _reject_oversized(
                 "features",
             )
         )
-    return kept
+    return accepted
 
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)

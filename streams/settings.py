@@ -51,8 +51,8 @@ class Settings:
     """Partitions of the topics the workers create."""
 
     reader: str = "blocks"
-    """How the worker reads ``predictions``: ``blocks`` (confluent-kafka, whole
-    blocks per call) or ``faust`` (a Faust agent, one message at a time)."""
+    """Reader of ``predictions``: ``blocks`` (confluent-kafka, whole blocks per
+    call) or ``faust`` (a Faust agent, one message at a time)."""
 
     block_size: int = 10_000
     """Largest number of events taken from Kafka and written to ClickHouse at once.

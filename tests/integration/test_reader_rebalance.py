@@ -86,13 +86,13 @@ def test_rebalance_keeps_every_event_once(worker_process, kafka_servers):
     # A second member joins the group: the worker gives up a partition, and
     # events sent meanwhile wait there until the member leaves again.
     _produce(kafka_servers, topic, PER_ROUND, PER_ROUND)
-    held = _hold_one_partition(kafka_servers, worker_process.group, topic, 5.0)
+    taken = _hold_one_partition(kafka_servers, worker_process.group, topic, 5.0)
     _produce(kafka_servers, topic, 2 * PER_ROUND, PER_ROUND)
     wait_until_consumed(kafka_servers, worker_process.group, topic, timeout=180)
     assert worker_process.stop() == 0, worker_process.log()
 
     total = 3 * PER_ROUND
-    assert len(held) == 1
+    assert len(taken) == 1
     assert "revoked" in worker_process.log()
     with Storage.connect(worker_process.clickhouse) as storage:
         count = storage.query_rows("SELECT count() FROM events")[0][0]
